@@ -1,0 +1,3 @@
+//! `nodectl`: the operator's CLI for Keelson nodes.
+
+fn main() {}
