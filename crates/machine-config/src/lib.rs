@@ -10,7 +10,14 @@
 //! It performs no I/O except in [`git`]: everything else is a pure function
 //! of its inputs, fast to test.
 
+pub mod git;
+pub mod json_schema;
+pub mod parse;
+pub mod plan;
+pub mod prerequisites;
+pub mod render;
 pub mod schema;
+pub mod validate;
 pub mod values;
 
 pub use schema::MachineConfig;

@@ -256,7 +256,13 @@ mod tests {
 
     #[test]
     fn cidr_round_trips_and_rejects_garbage() {
-        for ok in ["10.0.0.5/24", "0.0.0.0/0", "fd00::1/64", "::/0", "10.1.2.3/32"] {
+        for ok in [
+            "10.0.0.5/24",
+            "0.0.0.0/0",
+            "fd00::1/64",
+            "::/0",
+            "10.1.2.3/32",
+        ] {
             let c: Cidr = ok.parse().unwrap();
             assert_eq!(c.to_string(), ok);
         }

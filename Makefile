@@ -1,0 +1,68 @@
+# Keelson's front door. `make demo` and `make test` do everything on a fresh
+# Debian 12 machine, installing what they need (see README.md).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+export KEELSON_CACHE ?= $(HOME)/.cache/keelson
+CARGO ?= cargo
+OUT := out
+# Binaries that run on the node are linked statically (no libc on the
+# initramfs; the root carries only what Debian's packages need).
+STATIC_RUSTFLAGS := -C target-feature=+crt-static
+TARGET := x86_64-unknown-linux-gnu
+NODE_BIN := target/$(TARGET)/release
+CONFIG ?=
+
+.PHONY: help deps node-binaries kube image demo test unit scenarios bench fuzz lint clean
+
+help:
+	@echo "make demo   - build the image, boot a node in QEMU, show it healthy, shut it down"
+	@echo "make test   - every test: unit, property and the QEMU scenarios"
+	@echo "make image  - build out/keelson.raw (CONFIG=examples/node.yaml bakes a config in)"
+	@echo "make bench  - run the benchmarks, write bench/results.md"
+	@echo "make fuzz   - run the cargo-fuzz targets for a bounded time (needs cargo-fuzz)"
+	@echo "make deps   - install the Debian packages the build and tests need"
+
+deps:
+	@if [ "$$(id -u)" -eq 0 ]; then scripts/install-deps.sh; else sudo scripts/install-deps.sh; fi
+
+# init, apid and nodectl as they run on the node: static, release.
+node-binaries:
+	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --release --locked --target $(TARGET) -p init -p apid -p nodectl
+
+# kubelet and the control plane, built once from Debian's kubernetes source
+# package and cached in $(KEELSON_CACHE) keyed by the source's hash.
+kube: deps
+	$(CARGO) run --release --locked -q -p image-build -- kubernetes --out $(OUT)/kubernetes
+
+image: deps kube node-binaries
+	$(CARGO) run --release --locked -q -p image-build -- disk --out $(OUT) --node-bin $(NODE_BIN) \
+	  --kubernetes $(OUT)/kubernetes $(if $(CONFIG),--config $(CONFIG),)
+
+unit:
+	$(CARGO) test --workspace --locked
+
+scenarios: image
+	$(CARGO) test --release --locked -p keelson-tests -- --ignored --test-threads=1 --nocapture
+
+test: deps unit scenarios
+
+demo: image
+	$(CARGO) run --release --locked -q -p keelson-tests --bin demo
+
+bench: image
+	$(CARGO) run --release --locked -q -p machine-config --example parse_bench > bench/.parse.md
+	$(CARGO) run --release --locked -q -p keelson-tests --bin bench -- --parse-results bench/.parse.md --out bench/results.md
+	@echo "wrote bench/results.md"
+
+fuzz:
+	scripts/fuzz.sh
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+clean:
+	rm -rf $(OUT)

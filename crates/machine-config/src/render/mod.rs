@@ -1,0 +1,1 @@
+//! Renderers of the files the node writes (being written).
