@@ -4,4 +4,9 @@
 //! machine config, supervise services, ordered shutdown). It never panics
 //! out and never exits.
 
+#[allow(dead_code)]
+mod network;
+#[allow(dead_code)]
+mod supervisor;
+
 fn main() {}

@@ -1,0 +1,1 @@
+//! Network configuration through netlink and DHCP (being written).

@@ -1,0 +1,1 @@
+//! The service supervisor (being written).
