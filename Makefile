@@ -47,7 +47,7 @@ unit:
 scenarios: image
 	$(CARGO) test --release --locked -p keelson-tests -- --ignored --test-threads=1 --nocapture
 
-test: deps unit scenarios
+test: deps kube unit scenarios
 
 demo: image
 	$(CARGO) run --release --locked -q -p keelson-tests --bin demo
