@@ -1,0 +1,147 @@
+//! Debian packages: pin each to the host apt's candidate version, download
+//! it with `apt-get download` into `$KEELSON_CACHE/debs`, and unpack a set of
+//! them with `dpkg-deb -x` into one staging tree (cached by the set's hash).
+//! Nothing is installed on the host.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::digest;
+use crate::tools::{self, known};
+
+/// One downloaded package at an exact version.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pinned {
+    /// Package name.
+    pub name: String,
+    /// Exact version.
+    pub version: String,
+    /// The .deb in the cache.
+    #[serde(skip)]
+    pub file: PathBuf,
+    /// SHA-256 of the .deb.
+    pub sha256: String,
+}
+
+/// The candidate version apt would install, from `apt-cache policy`.
+pub fn candidate_version(name: &str) -> anyhow::Result<String> {
+    let mut cmd = known::APT_CACHE.command()?;
+    cmd.args(["policy", name]);
+    let out = tools::run(&mut cmd)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:").map(str::trim))
+        .filter(|v| *v != "(none)")
+        .map(str::to_string)
+        .with_context(|| {
+            format!("Debian package {name} has no installable candidate (is it in the host's apt lists? run apt-get update)")
+        })
+}
+
+/// The versioned kernel image package `linux-image-amd64` depends on, e.g.
+/// `linux-image-6.1.0-56-amd64`.
+pub fn kernel_image_package() -> anyhow::Result<String> {
+    let mut cmd = known::APT_CACHE.command()?;
+    cmd.args(["depends", "linux-image-amd64"]);
+    let out = tools::run(&mut cmd)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends:").map(str::trim))
+        .find(|d| d.starts_with("linux-image-") && !d.starts_with("linux-image-amd64"))
+        .map(str::to_string)
+        .context("linux-image-amd64 does not depend on a linux-image-<version> package")
+}
+
+fn deb_file_prefix(name: &str, version: &str) -> String {
+    format!("{name}_{}_", version.replace(':', "%3a"))
+}
+
+fn find_deb(dir: &Path, name: &str, version: &str) -> Option<PathBuf> {
+    let prefix = deb_file_prefix(name, version);
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with(&prefix) && n.ends_with(".deb")
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
+/// Pins every package to its candidate version and downloads the missing
+/// ones into `dir`. Returns them sorted by name.
+pub fn fetch(dir: &Path, names: &[String]) -> anyhow::Result<Vec<Pinned>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut versions = BTreeMap::new();
+    for n in names {
+        versions.insert(n.clone(), candidate_version(n)?);
+    }
+    let missing: Vec<String> = versions
+        .iter()
+        .filter(|(n, v)| find_deb(dir, n, v).is_none())
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    if !missing.is_empty() {
+        tracing::info!(count = missing.len(), "downloading Debian packages");
+        let mut cmd = known::APT_GET.command()?;
+        cmd.arg("-q").arg("download").args(&missing).current_dir(dir);
+        tools::run(&mut cmd).context("apt-get download failed (are the host's apt lists current?)")?;
+    }
+    let mut out = Vec::new();
+    for (name, version) in versions {
+        let file = find_deb(dir, &name, &version).with_context(|| {
+            format!("apt-get download left no {name} {version} .deb in {}", dir.display())
+        })?;
+        let sha256 = digest::file_sha256(&file)?;
+        out.push(Pinned {
+            name,
+            version,
+            file,
+            sha256,
+        });
+    }
+    Ok(out)
+}
+
+/// Unpacks every package into one staging tree under `staging_root`, named by
+/// the hash of the package set; reused when it is already complete.
+pub fn unpack(staging_root: &Path, pkgs: &[Pinned]) -> anyhow::Result<PathBuf> {
+    let mut hasher = Sha256::new();
+    for p in pkgs {
+        hasher.update(p.sha256.as_bytes());
+        hasher.update(b"\n");
+    }
+    let key = hex::encode(hasher.finalize());
+    let dir = staging_root.join(&key[..32]);
+    let marker = dir.join(".keelson-complete");
+    if marker.is_file() {
+        return Ok(dir);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for p in pkgs {
+        let mut cmd = known::DPKG_DEB.command()?;
+        cmd.arg("-x").arg(&p.file).arg(&dir);
+        tools::run(&mut cmd).with_context(|| format!("cannot unpack {} {}", p.name, p.version))?;
+    }
+    std::fs::write(&marker, b"").with_context(|| format!("cannot write {}", marker.display()))?;
+    Ok(dir)
+}
+
+/// Fails unless every name in `names` was fetched (guards the package list).
+pub fn require<'a>(pkgs: &'a [Pinned], name: &str) -> anyhow::Result<&'a Pinned> {
+    match pkgs.iter().find(|p| p.name == name) {
+        Some(p) => Ok(p),
+        None => bail!("package {name} is not in the fetched set"),
+    }
+}
