@@ -15,6 +15,8 @@ PACKAGES=(
   debootstrap
   # misc
   ca-certificates busybox-static python3 git
+  # init's network tests: a real DHCP server in a network namespace
+  dnsmasq-base
 )
 
 missing=()

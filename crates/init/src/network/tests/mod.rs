@@ -1,0 +1,7 @@
+//! Tests against the real kernel, inside network namespaces created for the
+//! test (see [`netns`]).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod netns;
+mod static_config;
