@@ -188,7 +188,7 @@ impl Supervisor {
     }
 
     /// Starts supervising `spec` (returns at once; the service is Starting
-    /// or Failed). A name that is already supervised is refused unless that
+    /// or Failed). Must be called within the tokio runtime. A name that is already supervised is refused unless that
     /// service is Stopped, in which case it starts again with the new spec
     /// (its log ring is kept).
     pub fn start(&self, spec: ServiceSpec) -> Result<ServiceHandle, SupervisorError> {
@@ -360,7 +360,8 @@ impl Supervisor {
     }
 
     /// The last `tail` lines and a receiver of every later line, with no gap
-    /// or duplicate between them (for `logs --follow`).
+    /// or duplicate between them (for `logs --follow`). The receiver buffers
+    /// 1024 lines; a follower slower than that gets `RecvError::Lagged`.
     pub fn follow_logs(
         &self,
         name: &str,

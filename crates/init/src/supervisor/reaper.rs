@@ -148,6 +148,7 @@ impl Registry {
     }
 
     /// Number of registered processes that have not been reaped yet.
+    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.lock().len()
     }

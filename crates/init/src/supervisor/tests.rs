@@ -178,7 +178,8 @@ fn restarts_with_growing_backoff_and_reports_exit_code_and_signal() {
             supervisor.start(sh("crasher", "exit 3")).unwrap();
 
             // Delay between going BackingOff and the next Starting:
-            // 100, 200, 400 (the cap), 400 ms.
+            // 100, 200, 400 (the cap), 400 ms. (The slack absorbs a loaded
+            // host; an uncapped 800 ms or a flat 100 ms still fails.)
             let mut delays = Vec::new();
             for _ in 0..4 {
                 let off = next_event(&mut events, "crasher", Duration::from_secs(5), |s| {
@@ -196,7 +197,7 @@ fn restarts_with_growing_backoff_and_reports_exit_code_and_signal() {
             }
             for (delay, expected) in delays.iter().zip([100u128, 200, 400, 400]) {
                 assert!(
-                    *delay >= expected && *delay < expected + 150,
+                    *delay >= expected && *delay < expected + 250,
                     "delays {delays:?}, expected about 100, 200, 400, 400"
                 );
             }
@@ -226,7 +227,8 @@ fn restarts_with_growing_backoff_and_reports_exit_code_and_signal() {
                 .await
                 .unwrap();
 
-            // A run longer than reset_after resets the delay to the initial one.
+            // A run longer than reset_after resets the delay to the initial
+            // one (without the reset the third delay would be 400 ms).
             let mut stable = sh("stable", "sleep 0.3; exit 1");
             stable.restart.reset_after = Duration::from_millis(200);
             supervisor.start(stable).unwrap();
@@ -241,7 +243,7 @@ fn restarts_with_growing_backoff_and_reports_exit_code_and_signal() {
                 .await;
                 let delay = millis_between(off.since, start.since);
                 assert!(
-                    (100..250).contains(&delay),
+                    (100..350).contains(&delay),
                     "delay {delay} ms after a stable run"
                 );
             }
@@ -423,6 +425,8 @@ fn orphans_are_reaped_and_no_exit_is_lost() {
                 zombie_children()
             );
             assert!(supervisor.status()[0].restarts >= 1);
+            // Every registration was answered: none is left waiting.
+            assert_eq!(supervisor.inner.registry.pending(), 0);
         },
     );
 }
@@ -526,7 +530,7 @@ fn readiness_gates_running_and_missing_binaries_fail_with_the_cause() {
             let _listener = tokio::net::UnixListener::bind(&socket).unwrap();
             let bound = Instant::now();
             handle.wait_ready(Duration::from_secs(5)).await.unwrap();
-            assert!(bound.elapsed() < Duration::from_millis(500));
+            assert!(bound.elapsed() < Duration::from_secs(2));
             assert_eq!(handle.status().state, ServiceState::Running);
             assert_eq!(handle.status().restarts, 0);
             wait_for_log(&supervisor, "sock", "hello").await;
