@@ -200,13 +200,17 @@ pub fn parse(bytes: &[u8]) -> Result<Document, ParseError> {
             message: format!("invalid UTF-8 at byte offset {offset}: a config must be UTF-8 text"),
         }
     })?;
-    if text.trim().is_empty() {
+    let only_comments = text
+        .lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#'));
+    if only_comments {
         return Err(ParseError {
             path: String::new(),
             location: None,
             kind: ParseErrorKind::Empty,
             message: format!(
-                "the config is empty: expected a mapping with apiVersion: {API_VERSION}, \
+                "the config is empty (or only comments): expected a mapping with apiVersion: {API_VERSION}, \
                  kind: {KIND} and machine"
             ),
         });
@@ -372,7 +376,19 @@ fn describe(err: &YamlError) -> (ParseErrorKind, String) {
         | YamlError::ContainerEndMismatch { .. }
         | YamlError::UnknownAnchor { .. }
         | YamlError::UnsupportedTag { .. }
-        | YamlError::IndentationError { .. } => (K::Syntax, formatted(err)),
+        | YamlError::IndentationError { .. } => {
+            let msg = formatted(err);
+            // The scanner's own nesting guard (flow collections) fires
+            // before the budget's depth check can.
+            if msg.contains("recursion limit") || msg.contains("nesting limit") {
+                (
+                    K::Limit,
+                    describe_breach(&BudgetBreach::Depth { depth: MAX_DEPTH }),
+                )
+            } else {
+                (K::Syntax, msg)
+            }
+        }
         _ => (K::InvalidValue, formatted(err)),
     }
 }

@@ -1,0 +1,236 @@
+//! Parse errors name the YAML path, the parser's line and column, and what
+//! was expected — one test per class of error a user can make.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use machine_config::{parse, Location, ParseErrorKind};
+
+const HEAD: &str =
+    "apiVersion: keelson.dev/v1alpha1\nkind: MachineConfig\nmachine:\n  hostname: n1\n";
+
+/// Parses `HEAD + rest` and asserts the error's path, line, column, kind,
+/// and that its message and display contain `needle`.
+fn assert_error(
+    rest: &str,
+    path: &str,
+    line: usize,
+    column: usize,
+    kind: ParseErrorKind,
+    needle: &str,
+) {
+    let text = format!("{HEAD}{rest}");
+    let err = parse(text.as_bytes())
+        .err()
+        .unwrap_or_else(|| panic!("accepted:\n{text}"));
+    assert_eq!(err.path, path, "{err}");
+    assert_eq!(err.location, Some(Location { line, column }), "{err}");
+    assert_eq!(err.kind, kind, "{err}");
+    assert!(err.message.contains(needle), "{err:?} lacks {needle:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("{path}: line {line} col {column}: {}", err.message)
+    );
+}
+
+#[test]
+fn bad_cidr_names_path_line_and_column() {
+    let rest = "network:\n  interfaces:\n    - name: eth0\n      dhcp: true\n    - name: eth1\n      addresses:\n        - 10.0.0.5/24\n        - 10.0.0.300/24\n";
+    assert_error(
+        rest,
+        "network.interfaces[1].addresses[1]",
+        12,
+        11,
+        ParseErrorKind::InvalidValue,
+        "\"10.0.0.300/24\" is not an IPv4 or IPv6 CIDR",
+    );
+}
+
+#[test]
+fn unknown_field_is_named_with_the_allowed_fields() {
+    assert_error(
+        "network:\n  interfaces:\n    - nmae: eth0\n",
+        "network.interfaces[0].nmae",
+        7,
+        7,
+        ParseErrorKind::UnknownField,
+        "unknown field \"nmae\"; allowed fields here: name, mac, dhcp, addresses, routes, mtu",
+    );
+    assert_error(
+        "swapfile: true\n",
+        "swapfile",
+        5,
+        1,
+        ParseErrorKind::UnknownField,
+        "allowed fields here: apiVersion, kind, machine",
+    );
+}
+
+#[test]
+fn wrong_types_say_what_was_expected() {
+    assert_error(
+        "network:\n  interfaces:\n    - name: eth0\n      dhcp: yes\n",
+        "network.interfaces[0].dhcp",
+        8,
+        13,
+        ParseErrorKind::InvalidValue,
+        "true/false",
+    );
+    assert_error(
+        "api:\n  port: 70000\n",
+        "api.port",
+        6,
+        9,
+        ParseErrorKind::InvalidValue,
+        "expected a whole number from 0 to 65535",
+    );
+    assert_error(
+        "network:\n  interfaces:\n    - name: eth0\n      mtu: 99999999999999999999999999\n",
+        "network.interfaces[0].mtu",
+        8,
+        12,
+        ParseErrorKind::InvalidValue,
+        "0 to 4294967295",
+    );
+    assert_error(
+        "shutdown:\n  total: 120\n",
+        "shutdown.total",
+        6,
+        10,
+        ParseErrorKind::InvalidValue,
+        "\"120\" is not a duration",
+    );
+    assert_error(
+        "  files:\n    - path: /etc/x\n      content: x\n      mode: rwx\n",
+        "machine.files[0].mode",
+        8,
+        13,
+        ParseErrorKind::InvalidValue,
+        "is not a file mode",
+    );
+    assert_error(
+        "kubelet:\n  taints:\n    - key: a\n      effect: NoWay\n",
+        "kubelet.taints[0].effect",
+        8,
+        15,
+        ParseErrorKind::InvalidValue,
+        "NoWay",
+    );
+    assert_error(
+        "network:\n  nameservers: [1.1.1.1, dns.example]\n",
+        "network.nameservers[1]",
+        6,
+        26,
+        ParseErrorKind::InvalidValue,
+        "",
+    );
+}
+
+#[test]
+fn duplicate_keys_are_refused_where_they_repeat() {
+    assert_error(
+        "  sysctls:\n    vm.swappiness: \"10\"\n    vm.swappiness: \"20\"\n",
+        "machine.sysctls.vm.swappiness",
+        7,
+        5,
+        ParseErrorKind::DuplicateKey,
+        "duplicate key \"vm.swappiness\"",
+    );
+    assert_error(
+        "machine:\n  hostname: n2\n",
+        "machine",
+        5,
+        1,
+        ParseErrorKind::DuplicateKey,
+        "duplicate key \"machine\"",
+    );
+}
+
+#[test]
+fn missing_fields_and_wrong_version() {
+    let err = parse(b"apiVersion: keelson.dev/v1alpha1\nkind: MachineConfig\n").unwrap_err();
+    assert_eq!(err.kind, ParseErrorKind::MissingField);
+    assert!(err.message.contains("\"machine\""), "{err}");
+    assert!(err.location.is_some(), "{err}");
+
+    let err = parse(b"apiVersion: keelson.dev/v1\nkind: MachineConfig\nmachine:\n  hostname: a\n")
+        .unwrap_err();
+    assert_eq!(err.kind, ParseErrorKind::WrongVersion);
+    assert_eq!(err.path, "apiVersion");
+    assert_eq!(
+        err.location,
+        Some(Location {
+            line: 1,
+            column: 13
+        })
+    );
+    assert!(
+        err.message.contains("expected \"keelson.dev/v1alpha1\""),
+        "{err}"
+    );
+
+    let err = parse(b"apiVersion: keelson.dev/v1alpha1\nkind: Pod\nmachine:\n  hostname: a\n")
+        .unwrap_err();
+    assert_eq!(
+        (err.path.as_str(), err.location),
+        ("kind", Some(Location { line: 2, column: 7 }))
+    );
+}
+
+#[test]
+fn a_second_document_is_refused() {
+    let text = format!("{HEAD}---\n{HEAD}");
+    let err = parse(text.as_bytes()).unwrap_err();
+    assert_eq!(err.kind, ParseErrorKind::MultipleDocuments);
+    assert_eq!(err.location.map(|l| l.line), Some(6));
+}
+
+#[test]
+fn malformed_yaml_is_a_located_syntax_error() {
+    let err = parse(format!("{HEAD}network:\n  interfaces: [\n").as_bytes()).unwrap_err();
+    assert_eq!(err.kind, ParseErrorKind::Syntax, "{err}");
+    assert!(err.location.is_some(), "{err}");
+    let err = parse(b"apiVersion: \"unterminated\nkind: x\n").unwrap_err();
+    assert_eq!(err.kind, ParseErrorKind::Syntax, "{err}");
+    assert!(err.location.is_some(), "{err}");
+}
+
+#[test]
+fn location_index_knows_keys_values_and_items() {
+    let text = format!(
+        "{HEAD}  sysctls:\n    net.core.somaxconn: \"4096\"\nnetwork:\n  interfaces:\n    - name: eth0\n      addresses: [10.0.0.1/24, fd00::1/64]\n"
+    );
+    let doc = parse(text.as_bytes()).unwrap();
+    assert_eq!(
+        doc.location_of("machine.hostname"),
+        Some(Location {
+            line: 4,
+            column: 13
+        })
+    );
+    assert_eq!(
+        doc.location_of("machine.sysctls.net.core.somaxconn"),
+        Some(Location {
+            line: 6,
+            column: 25
+        })
+    );
+    assert_eq!(
+        doc.key_location_of("machine.sysctls.net.core.somaxconn"),
+        Some(Location { line: 6, column: 5 })
+    );
+    assert_eq!(
+        doc.location_of("network.interfaces[0].addresses[1]"),
+        Some(Location {
+            line: 10,
+            column: 32
+        })
+    );
+    assert_eq!(doc.location_of("network.interfaces[1]"), None);
+    assert_eq!(doc.location_of("kubelet"), None);
+}
+
+#[test]
+fn writer_output_parses_back() {
+    let doc = parse(format!("{HEAD}  sysctls:\n    vm.swappiness: \"10\"\n").as_bytes()).unwrap();
+    let yaml = machine_config::to_yaml(&doc.config).unwrap();
+    assert_eq!(parse(yaml.as_bytes()).unwrap().config, doc.config);
+}
