@@ -1,2 +1,27 @@
 //! The QEMU harness and the real test control plane used by Keelson's
-//! end-to-end scenarios (under `tests/tests/`).
+//! end-to-end scenarios (under `tests/tests/`) and by the `demo` and
+//! `bench` binaries.
+//!
+//! - [`qemu`]: boot a VM (TCG, OVMF, virtio, restricted user network),
+//!   read its console line by line ([`console`]), press buttons ([`qmp`]).
+//! - [`disk`]: a per-test copy of the image with the test's config in
+//!   STATE; reading partitions after the VM stopped ([`gpt`]).
+//! - [`control_plane`]: etcd + kube-apiserver + controller manager +
+//!   scheduler on loopback with a generated PKI ([`pki`]).
+//! - [`node_config`]: the machine config that joins a node to it.
+//! - [`scenario`]: the pieces above put together (a node booted next to a
+//!   control plane), shared by the boot test, `demo` and `bench`.
+//! - [`artifacts`]: where `out/` and the host tools are.
+
+pub mod artifacts;
+pub mod command;
+pub mod console;
+pub mod control_plane;
+pub mod disk;
+pub mod gpt;
+pub mod node_config;
+pub mod pki;
+pub mod process;
+pub mod qemu;
+pub mod qmp;
+pub mod scenario;

@@ -1,0 +1,350 @@
+//! Booting a VM: `qemu-system-x86_64 -accel tcg -machine q35` with OVMF,
+//! the disk on virtio-blk, a virtio-net NIC on QEMU's user-mode network with
+//! `restrict=on` (the guest can never send traffic off this machine; host
+//! ports reach it through `hostfwd` on 127.0.0.1, it reaches host services
+//! only through `guestfwd` rules), the serial console captured to
+//! `console.log` in the VM's work directory, and a QMP socket `qmp.sock`
+//! there for the power button, resets and `quit`.
+//!
+//! `/dev/kvm` hangs on these machines, so acceleration is always TCG. One
+//! vCPU by default: with `-smp 2` some boots hit soft lockups (NOTES.md).
+//! Dropping a [`Vm`] kills QEMU: no VM outlives its test.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+use serde_json::Value;
+
+use crate::artifacts::{self, MissingArtifact};
+use crate::console::{Console, ConsoleLine, Fault};
+use crate::process::{ManagedChild, ProcessError};
+use crate::qmp::{self, QmpError};
+
+/// Console lines included in timeout and fault errors.
+const TAIL_LINES: usize = 40;
+
+/// A host service the guest reaches: connections to `guest_ip:guest_port`
+/// run `command` (one process per connection, its stdin/stdout being the
+/// connection), e.g. `keelson-relay 41234`.
+#[derive(Clone, Debug)]
+pub struct GuestFwd {
+    /// The address the guest connects to (inside 10.0.2.0/24, e.g.
+    /// 10.0.2.100).
+    pub guest_ip: Ipv4Addr,
+    /// The port the guest connects to.
+    pub guest_port: u16,
+    /// The command QEMU runs for each connection (split on whitespace; no
+    /// commas).
+    pub command: String,
+}
+
+/// How to boot a VM.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    /// The boot disk (see [`crate::disk::TestDisk`]); `None` boots the
+    /// firmware alone.
+    pub disk: Option<PathBuf>,
+    /// The disk's format for QEMU (`qcow2` or `raw`).
+    pub disk_format: String,
+    /// Directory for `console.log`, `qemu.log` and `qmp.sock`.
+    pub work_dir: PathBuf,
+    /// Guest memory. Default 2048 MiB.
+    pub memory_mib: u32,
+    /// vCPUs. Default 1 (see the module doc).
+    pub smp: u32,
+    /// `(host_port, guest_port)` TCP forwards, host side on 127.0.0.1.
+    pub hostfwd: Vec<(u16, u16)>,
+    /// Guest-to-host forwards.
+    pub guestfwd: Vec<GuestFwd>,
+    /// More QEMU arguments, appended last (e.g. `-no-reboot`).
+    pub extra_args: Vec<String>,
+}
+
+impl VmSpec {
+    /// A spec with the defaults: 2048 MiB, 1 vCPU, no forwards.
+    pub fn new(disk: Option<PathBuf>, work_dir: &Path) -> Self {
+        VmSpec {
+            disk,
+            disk_format: "qcow2".into(),
+            work_dir: work_dir.to_path_buf(),
+            memory_mib: 2048,
+            smp: 1,
+            hostfwd: Vec::new(),
+            guestfwd: Vec::new(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A VM operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// QEMU or the firmware is missing.
+    #[error(transparent)]
+    Missing(#[from] MissingArtifact),
+    /// A forward's command contains a comma (QEMU's option separator).
+    #[error("guestfwd command {0:?} contains a comma")]
+    BadForward(String),
+    /// QEMU could not be started or waited for.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// A QMP command failed.
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    /// The expected console line did not appear in time.
+    #[error("no console line matching /{pattern}/ within {timeout:?} (console: {console}); last {TAIL_LINES} lines:\n{tail}")]
+    Timeout {
+        /// The pattern waited for.
+        pattern: String,
+        /// How long.
+        timeout: Duration,
+        /// The console log file.
+        console: PathBuf,
+        /// The last console lines.
+        tail: String,
+    },
+    /// The guest hit a kernel fault (lockup, stall, panic) or init panicked.
+    #[error("guest failure: {kind} on the console: {line:?} (while waiting for /{pattern}/; console: {console}); last {TAIL_LINES} lines:\n{tail}")]
+    GuestFault {
+        /// Kind of fault.
+        kind: &'static str,
+        /// The console line.
+        line: String,
+        /// The pattern being waited for.
+        pattern: String,
+        /// The console log file.
+        console: PathBuf,
+        /// The last console lines.
+        tail: String,
+    },
+    /// QEMU exited while a console line was awaited.
+    #[error("QEMU exited ({status}) while waiting for /{pattern}/; QEMU log: {qemu_log}; last {TAIL_LINES} console lines:\n{tail}")]
+    Exited {
+        /// QEMU's exit status.
+        status: ExitStatus,
+        /// The pattern being waited for.
+        pattern: String,
+        /// QEMU's own log (its stderr).
+        qemu_log: String,
+        /// The last console lines.
+        tail: String,
+    },
+    /// A pattern given by the caller is not a valid regular expression.
+    #[error("invalid console pattern /{pattern}/: {source}")]
+    Pattern {
+        /// The pattern.
+        pattern: String,
+        /// The cause.
+        source: regex::Error,
+    },
+}
+
+/// A running VM. Dropping it kills QEMU.
+#[derive(Debug)]
+pub struct Vm {
+    qemu: ManagedChild,
+    console: Console,
+    qmp_socket: PathBuf,
+    started: Instant,
+}
+
+impl Vm {
+    /// Starts QEMU as `spec` says and returns at once (the guest boots in
+    /// the background; wait for console lines with [`Vm::wait_for_line`]).
+    pub fn boot(spec: &VmSpec) -> Result<Vm, VmError> {
+        let qemu_bin = artifacts::host_tool("/usr/bin/qemu-system-x86_64", "qemu-system-x86")?;
+        let ovmf = artifacts::ovmf()?;
+        let console_path = spec.work_dir.join("console.log");
+        let qmp_socket = spec.work_dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&qmp_socket);
+
+        let mut netdev = String::from("user,id=n0,restrict=on");
+        for (host, guest) in &spec.hostfwd {
+            let _ = write!(netdev, ",hostfwd=tcp:127.0.0.1:{host}-:{guest}");
+        }
+        for fwd in &spec.guestfwd {
+            if fwd.command.contains(',') {
+                return Err(VmError::BadForward(fwd.command.clone()));
+            }
+            let _ = write!(
+                netdev,
+                ",guestfwd=tcp:{}:{}-cmd:{}",
+                fwd.guest_ip, fwd.guest_port, fwd.command
+            );
+        }
+
+        let mut cmd = Command::new(qemu_bin);
+        cmd.args(["-accel", "tcg", "-machine", "q35", "-cpu", "max"])
+            .args(["-m", &spec.memory_mib.to_string()])
+            .args(["-smp", &spec.smp.to_string()])
+            .args(["-nodefaults", "-no-user-config", "-display", "none"])
+            .arg("-bios")
+            .arg(&ovmf)
+            .arg("-serial")
+            .arg(format!("file:{}", console_path.display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_socket.display()))
+            .args(["-netdev", &netdev])
+            .args(["-device", "virtio-net-pci,netdev=n0"]);
+        if let Some(disk) = &spec.disk {
+            // bootindex=0: the firmware boots the disk before trying PXE on
+            // the NIC (which only times out on a restricted network).
+            cmd.arg("-drive")
+                .arg(format!(
+                    "file={},format={},if=none,id=disk0",
+                    disk.display(),
+                    spec.disk_format
+                ))
+                .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
+        }
+        cmd.args(&spec.extra_args);
+
+        tracing::info!(command = %crate::command::describe(&cmd), "starting QEMU");
+        let started = Instant::now();
+        let qemu = ManagedChild::spawn("qemu", cmd, &spec.work_dir.join("qemu.log"))?;
+        Ok(Vm {
+            qemu,
+            console: Console::new(&console_path, started),
+            qmp_socket,
+            started,
+        })
+    }
+
+    /// When QEMU was started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.qemu.pid()
+    }
+
+    /// The console reader (every line seen so far, the fault if any).
+    pub fn console(&mut self) -> &mut Console {
+        self.console.poll();
+        &mut self.console
+    }
+
+    /// Waits until a console line not matched before matches `pattern`
+    /// (see [`Console::take_match`]) and returns it. Fails at once on a
+    /// kernel fault or if QEMU exits; on timeout the error carries the last
+    /// console lines.
+    pub fn wait_for_line(
+        &mut self,
+        pattern: &str,
+        timeout: Duration,
+    ) -> Result<ConsoleLine, VmError> {
+        let re = Regex::new(pattern).map_err(|source| VmError::Pattern {
+            pattern: pattern.to_string(),
+            source,
+        })?;
+        self.wait_for_regex(&re, timeout)
+    }
+
+    /// [`Vm::wait_for_line`] with a compiled pattern.
+    pub fn wait_for_regex(
+        &mut self,
+        re: &Regex,
+        timeout: Duration,
+    ) -> Result<ConsoleLine, VmError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.console.poll();
+            if let Some(Fault { kind, line }) = self.console.fault().cloned() {
+                return Err(VmError::GuestFault {
+                    kind,
+                    line,
+                    pattern: re.to_string(),
+                    console: self.console.path().to_path_buf(),
+                    tail: self.console.tail(TAIL_LINES),
+                });
+            }
+            if let Some(line) = self.console.take_match(re) {
+                return Ok(line);
+            }
+            if let Some(status) = self.qemu.try_exit()? {
+                self.console.poll();
+                if let Some(line) = self.console.take_match(re) {
+                    return Ok(line);
+                }
+                return Err(VmError::Exited {
+                    status,
+                    pattern: re.to_string(),
+                    qemu_log: self.qemu.log_tail(10),
+                    tail: self.console.tail(TAIL_LINES),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(VmError::Timeout {
+                    pattern: re.to_string(),
+                    timeout,
+                    console: self.console.path().to_path_buf(),
+                    tail: self.console.tail(TAIL_LINES),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last `n` console lines.
+    pub fn console_tail(&mut self, n: usize) -> String {
+        self.console.poll();
+        self.console.tail(n)
+    }
+
+    /// Runs a QMP command and returns its result.
+    pub fn qmp(&self, command: &str, arguments: Option<Value>) -> Result<Value, VmError> {
+        Ok(qmp::execute(&self.qmp_socket, command, arguments)?)
+    }
+
+    /// Presses the ACPI power button (`system_powerdown`).
+    pub fn power_button(&self) -> Result<(), VmError> {
+        self.qmp("system_powerdown", None).map(|_| ())
+    }
+
+    /// Hard reset, like the reset button (`system_reset`).
+    pub fn reset(&self) -> Result<(), VmError> {
+        self.qmp("system_reset", None).map(|_| ())
+    }
+
+    /// The VM's run state from `query-status` (`running`, `shutdown`, …).
+    pub fn status(&self) -> Result<String, VmError> {
+        let v = self.qmp("query-status", None)?;
+        Ok(v.get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string())
+    }
+
+    /// Waits up to `timeout` for QEMU to exit (the guest powered off);
+    /// `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, VmError> {
+        let status = self.qemu.wait_timeout(timeout)?;
+        self.console.poll();
+        Ok(status)
+    }
+
+    /// Stops the VM now: QMP `quit` (QEMU closes its files), then kill.
+    /// Like pulling the power cord: the guest gets no warning.
+    pub fn quit(&mut self) -> Result<(), VmError> {
+        if self.qemu.try_exit()?.is_none() {
+            let _ = self.qmp("quit", None);
+            if self.qemu.wait_timeout(Duration::from_secs(10))?.is_none() {
+                self.qemu.stop(Duration::from_secs(2));
+            }
+        }
+        self.console.poll();
+        Ok(())
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.qemu.stop(Duration::from_millis(500));
+    }
+}

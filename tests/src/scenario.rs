@@ -1,0 +1,209 @@
+//! A Keelson node booted next to a test control plane: the pieces of this
+//! crate put together, shared by the boot scenario, `demo` and `bench`.
+//!
+//! [`Cluster::start`] makes a work directory (removed on drop unless
+//! `KEELSON_KEEP_WORK=1`), starts the [`ControlPlane`] with a token for the
+//! node, writes the node's config ([`crate::node_config`]) into a copy of
+//! `out/keelson.raw` ([`TestDisk`]) and boots it with the API server
+//! reachable from the guest at [`GUEST_API_SERVER`] through `keelson-relay`
+//! and the machine API (port 50000) forwarded to a free host port. The VM is
+//! dropped before the control plane.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use machine_config::MachineConfig;
+
+use crate::artifacts::{self, MissingArtifact};
+use crate::control_plane::{free_port, ControlPlane, ControlPlaneError, GUEST_API_SERVER};
+use crate::disk::{DiskError, TestDisk, DEFAULT_DISK_SIZE};
+use crate::node_config::{self, ClusterAccess, NodeConfigError};
+use crate::qemu::{GuestFwd, Vm, VmError, VmSpec};
+
+/// Console markers printed by init (docs/architecture.md).
+pub mod markers {
+    /// `keelson: phase=<name> took_ms=<n>`.
+    pub const PHASE: &str = r"keelson: phase=(\S+) took_ms=(\d+)";
+    /// `keelson: applied modules=<n> verified sysctls=<m> verified`.
+    pub const APPLIED: &str = r"keelson: applied modules=(\d+) verified sysctls=(\d+) verified";
+    /// `keelson: apply failed …` (one per module or sysctl that failed).
+    pub const APPLY_FAILED: &str = r"keelson: apply failed (.*)";
+    /// `keelson: node ready slot=<s> version=<v> since_kernel_ms=<n>`.
+    pub const NODE_READY: &str =
+        r"keelson: node ready slot=(\S+) version=(\S+) since_kernel_ms=(\d+)";
+    /// `keelson: init rss_kib=<n>`.
+    pub const INIT_RSS: &str = r"keelson: init rss_kib=(\d+)";
+}
+
+/// The guest port of the machine API (apid).
+pub const MACHINE_API_PORT: u16 = 50000;
+
+/// Setting up the scenario failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// An artifact is missing.
+    #[error(transparent)]
+    Missing(#[from] MissingArtifact),
+    /// The work directory could not be made.
+    #[error("cannot create a work directory: {0}")]
+    WorkDir(std::io::Error),
+    /// The control plane failed.
+    #[error(transparent)]
+    ControlPlane(#[from] ControlPlaneError),
+    /// The node config failed.
+    #[error(transparent)]
+    NodeConfig(#[from] NodeConfigError),
+    /// The disk could not be prepared.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// The VM failed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+}
+
+/// A node booted next to a control plane. Field order is drop order: the
+/// VM goes first, then the control plane, then the work directory.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The booted node.
+    pub vm: Vm,
+    /// The control plane.
+    pub cp: ControlPlane,
+    /// The node's disk.
+    pub disk: TestDisk,
+    /// The node name (hostname).
+    pub node_name: String,
+    /// The config the node booted with.
+    pub config: MachineConfig,
+    /// Host port forwarded to the node's machine API.
+    pub machine_api_port: u16,
+    /// When QEMU was started.
+    pub booted_at: Instant,
+    work: WorkDir,
+}
+
+impl Cluster {
+    /// Starts a control plane in a new work directory, then boots
+    /// `out/keelson.raw` joined to it as node `node_name`; `relay` is the
+    /// `keelson-relay` binary. Returns once QEMU runs.
+    pub fn start(node_name: &str, relay: &Path) -> Result<Cluster, ScenarioError> {
+        let image = artifacts::disk_image()?;
+        let work = WorkDir::new()?;
+        let cp_dir = work.path().join("control-plane");
+        let vm_dir = work.path().join("vm");
+        for dir in [&cp_dir, &vm_dir] {
+            std::fs::create_dir_all(dir).map_err(ScenarioError::WorkDir)?;
+        }
+        tracing::info!(work = %work.path().display(), "starting the control plane");
+        let cp = ControlPlane::start(&cp_dir, &[node_name])?;
+        let access = ClusterAccess {
+            node_name: node_name.to_string(),
+            ca_pem: cp.ca_pem().to_string(),
+            // start() made a token for every name it was given.
+            token: cp.node_token(node_name).unwrap_or_default().to_string(),
+        };
+        let config = node_config::test_node_config(&access)?;
+        let yaml = node_config::to_yaml(&config)?;
+        tracing::info!(image = %image.display(), "preparing the node's disk");
+        let disk = TestDisk::prepare(&image, &vm_dir, Some(&yaml), DEFAULT_DISK_SIZE)?;
+
+        let machine_api_port = free_port()?;
+        let mut spec = VmSpec::new(Some(disk.overlay.clone()), &vm_dir);
+        spec.hostfwd.push((machine_api_port, MACHINE_API_PORT));
+        spec.guestfwd.push(GuestFwd {
+            guest_ip: GUEST_API_SERVER.0,
+            guest_port: GUEST_API_SERVER.1,
+            command: format!("{} {}", relay.display(), cp.api_port()),
+        });
+        let vm = Vm::boot(&spec)?;
+        let booted_at = vm.started();
+        Ok(Cluster {
+            vm,
+            cp,
+            disk,
+            node_name: node_name.to_string(),
+            config,
+            machine_api_port,
+            booted_at,
+            work,
+        })
+    }
+
+    /// The work directory (control plane and VM files, logs).
+    pub fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// Presses the power button and waits up to `grace` for the guest to
+    /// power off; if it does not, stops QEMU with QMP `quit`. Returns
+    /// whether the guest powered off by itself and how long it took.
+    pub fn power_off(&mut self, grace: Duration) -> Result<(bool, Duration), ScenarioError> {
+        let start = Instant::now();
+        self.vm.power_button()?;
+        let clean = self.vm.wait_exit(grace)?.is_some();
+        if !clean {
+            self.vm.quit()?;
+        }
+        Ok((clean, start.elapsed()))
+    }
+}
+
+/// A temporary directory, kept (and its path logged) when
+/// `KEELSON_KEEP_WORK=1`.
+#[derive(Debug)]
+struct WorkDir {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl WorkDir {
+    fn new() -> Result<WorkDir, ScenarioError> {
+        let dir = tempfile::Builder::new()
+            .prefix("keelson-test-")
+            .tempdir()
+            .map_err(ScenarioError::WorkDir)?;
+        let path = dir.path().to_path_buf();
+        Ok(WorkDir {
+            dir: Some(dir),
+            path,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if std::env::var("KEELSON_KEEP_WORK").is_ok_and(|v| v == "1") {
+            if let Some(dir) = self.dir.take() {
+                let kept = dir.keep();
+                eprintln!("keeping work directory {}", kept.display());
+            }
+        }
+    }
+}
+
+/// A pod pinned to `node` running the preloaded test image: it writes a
+/// line and sleeps. No service-account token is mounted.
+pub fn test_pod_yaml(name: &str, node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  nodeName: {node}
+  automountServiceAccountToken: false
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: main
+    image: keelson.local/busybox:1
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "echo keelson-pod-started; while true; do sleep 1; done"]
+"#
+    )
+}
