@@ -1,0 +1,305 @@
+//! Stage 1, run from the initramfs: mount the kernel filesystems, load the
+//! storage modules, find the partitions by GPT name, check STATE and VAR,
+//! mount the slot's squashfs read-only, hand the boot state over in `/run`,
+//! free the initramfs and switch root (MS_MOVE + chroot: an initramfs cannot
+//! be pivot_root'ed), then exec stage 2 (`/sbin/init`).
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::mount::MsFlags;
+use thiserror::Error;
+
+use crate::bootstate::{timed, BootState, STAGE1_STATE};
+use crate::cmdline::{self, Slot};
+use crate::kmod::ModuleIndex;
+use crate::mounts::{self, MountError};
+use crate::partitions::{self, Partition};
+use crate::{console, fsck};
+
+/// The file whose presence in `/` makes init run stage 1.
+pub const MARKER: &str = "/.keelson-stage1";
+/// Where the slot's root filesystem is mounted before the switch.
+const NEWROOT: &str = "/newroot";
+/// e2fsck in the initramfs (Debian's e2fsck.static).
+const E2FSCK: &str = "/sbin/e2fsck";
+/// How long to wait for the disk's partitions to appear.
+const PARTITION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Storage and filesystem modules loaded when the initramfs carries them,
+/// in this order (dependencies come from modules.dep/softdep).
+pub const STORAGE_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_scsi",
+    "sd_mod",
+    "ahci",
+    "nvme",
+    "squashfs",
+    "ext4",
+];
+
+/// Why stage 1 could not finish (each is fatal: the machine reboots).
+#[derive(Debug, Error)]
+pub enum Stage1Error {
+    /// The slot's root partition never appeared.
+    #[error("partition {0} not found within {1:?} (is the disk attached and its driver in the initramfs?)")]
+    NoRoot(String, Duration),
+    /// A mount of stage 1 failed.
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    /// The switch to the new root failed.
+    #[error("switch root: {0}")]
+    Switch(String),
+}
+
+/// Runs stage 1. Returns only on failure (on success it execs stage 2).
+pub fn run() -> Stage1Error {
+    let mut state = BootState::default();
+    let kernel_filesystems = |_: &mut BootState| mount_kernel_filesystems();
+    let early = timed(&mut state, "early-mounts", kernel_filesystems);
+    console::init(true);
+    if let Err(e) = early {
+        state.error(format!("early mounts: {e}"));
+    }
+    tracing::info!(
+        since_kernel_ms = crate::sys::since_kernel_ms(),
+        "keelson stage 1"
+    );
+
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmd = cmdline::parse(&cmdline);
+    for w in &cmd.warnings {
+        tracing::warn!("{w}");
+    }
+    state.slot = cmd.slot.to_string();
+    state.cmdline_warnings = cmd.warnings.clone();
+
+    timed(&mut state, "storage-modules", load_storage_modules);
+
+    let slot = cmd.slot;
+    let found = timed(&mut state, "find-partitions", |_| {
+        partitions::wait_for(
+            Path::new("/sys/class/block"),
+            Path::new("/dev"),
+            &[slot.partition()],
+            &["STATE", "VAR"],
+            PARTITION_TIMEOUT,
+        )
+    });
+    let Some(root) = found.get(slot.partition()).cloned() else {
+        log_partitions();
+        return Stage1Error::NoRoot(slot.partition().to_string(), PARTITION_TIMEOUT);
+    };
+    for name in ["STATE", "VAR"] {
+        if !found.contains_key(name) {
+            state.error(format!(
+                "partition {name} not found: stage 2 runs without it"
+            ));
+        }
+    }
+
+    timed(&mut state, "fsck", |st| check_filesystems(st, &found));
+
+    if let Err(e) = timed(&mut state, "mount-root", |_| mount_root(slot, &root)) {
+        return e;
+    }
+    match timed(&mut state, "switch-root", prepare_switch) {
+        Ok(()) => {}
+        Err(e) => return e,
+    }
+    exec_stage2()
+}
+
+/// Mounts /proc, /sys and /dev (devtmpfs).
+fn mount_kernel_filesystems() -> Result<(), MountError> {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    mounts::mount("proc", Path::new("/proc"), "proc", nosuid, None)?;
+    mounts::mount("sysfs", Path::new("/sys"), "sysfs", nosuid, None)?;
+    mounts::mount(
+        "devtmpfs",
+        Path::new("/dev"),
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )
+}
+
+/// Loads every storage module the initramfs carries.
+fn load_storage_modules(state: &mut BootState) {
+    let index = match ModuleIndex::running_kernel() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "no module index: relying on built-in drivers");
+            return;
+        }
+    };
+    let mut loaded = 0usize;
+    for name in STORAGE_MODULES {
+        if !index.knows(name) {
+            tracing::debug!(module = name, "not in the initramfs");
+            continue;
+        }
+        match index.load(name, &BTreeMap::new()) {
+            Ok(r) => {
+                loaded += r.loaded.len();
+                for f in r.soft_failures {
+                    tracing::debug!(module = name, "soft dependency: {f}");
+                }
+            }
+            Err(e) => state.error(format!("storage module {name}: {e}")),
+        }
+    }
+    tracing::info!(loaded, dir = %index.dir().display(), "storage modules loaded");
+}
+
+/// Logs every named partition seen (for a "root not found" diagnosis).
+fn log_partitions() {
+    let seen = partitions::scan(Path::new("/sys/class/block"), Path::new("/dev"));
+    if seen.is_empty() {
+        tracing::error!("no GPT partitions visible in /sys/class/block");
+    }
+    for p in seen {
+        tracing::error!(name = %p.name, dev = %p.dev.display(), "partition seen");
+    }
+}
+
+/// Superblock check and e2fsck for STATE and VAR.
+fn check_filesystems(state: &mut BootState, found: &BTreeMap<String, Partition>) {
+    for name in ["STATE", "VAR"] {
+        let Some(p) = found.get(name) else { continue };
+        let report = fsck::check(Path::new(E2FSCK), name, &p.dev);
+        if report.journal_needed_recovery {
+            crate::console::marker(&format!(
+                "fsck partition={name} journal_recovered=true outcome={:?}",
+                report.outcome
+            ));
+        }
+        if !report.outcome.mountable() {
+            state.error(format!(
+                "fsck of {name} ({}) left it unmountable: exit {:?}{}",
+                p.dev.display(),
+                report.exit_code,
+                report
+                    .error
+                    .as_deref()
+                    .map(|e| format!(", {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+        state.fsck.push(report);
+    }
+}
+
+/// Mounts the slot's squashfs read-only at /newroot.
+fn mount_root(slot: Slot, root: &Partition) -> Result<(), Stage1Error> {
+    let dev = root.dev.to_string_lossy();
+    tracing::info!(%slot, dev = %dev, "mounting root");
+    mounts::mount(
+        &dev,
+        Path::new(NEWROOT),
+        "squashfs",
+        MsFlags::MS_RDONLY,
+        None,
+    )?;
+    Ok(())
+}
+
+/// Saves the boot state into a fresh /run, moves /dev /proc /sys /run into
+/// the new root and frees the initramfs.
+fn prepare_switch(state: &mut BootState) -> Result<(), Stage1Error> {
+    mounts::mount(
+        "tmpfs",
+        Path::new("/run"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    // The switch-root phase is recorded in stage 2's copy by stage 2's own
+    // clock; save what we have now.
+    if let Err(e) = state.save(Path::new(STAGE1_STATE)) {
+        tracing::warn!(error = %e, "cannot save stage 1 state for stage 2");
+    }
+    for dir in ["/dev", "/proc", "/sys", "/run"] {
+        let target = Path::new(NEWROOT).join(&dir[1..]);
+        mounts::move_mount(Path::new(dir), &target)?;
+    }
+    free_initramfs();
+    Ok(())
+}
+
+/// Deletes the initramfs' files (they live in RAM) except the new root.
+fn free_initramfs() {
+    let Ok(root_dev) = std::fs::symlink_metadata("/").map(|m| m.dev()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir("/") else {
+        return;
+    };
+    let mut freed = 0usize;
+    for e in entries.flatten() {
+        let path = e.path();
+        if path == Path::new(NEWROOT) {
+            continue;
+        }
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if md.dev() != root_dev {
+            continue;
+        }
+        let r = if md.is_dir() {
+            remove_same_device(&path, root_dev)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if r.is_ok() {
+            freed += 1;
+        }
+    }
+    tracing::debug!(freed, "initramfs freed");
+}
+
+/// Removes a directory tree without crossing into other filesystems.
+fn remove_same_device(dir: &Path, dev: u64) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let p = e.path();
+        let md = std::fs::symlink_metadata(&p)?;
+        if md.dev() != dev {
+            continue;
+        }
+        if md.is_dir() {
+            remove_same_device(&p, dev)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    std::fs::remove_dir(dir)
+}
+
+/// chdir /newroot, move it onto /, chroot, exec /sbin/init.
+fn exec_stage2() -> Stage1Error {
+    let step =
+        |what: &str, r: nix::Result<()>| r.map_err(|e| Stage1Error::Switch(format!("{what}: {e}")));
+    let switched = step("chdir /newroot", nix::unistd::chdir(NEWROOT))
+        .and_then(|()| {
+            step(
+                "move /newroot to /",
+                nix::mount::mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>),
+            )
+        })
+        .and_then(|()| step("chroot", nix::unistd::chroot(".")))
+        .and_then(|()| step("chdir /", nix::unistd::chdir("/")));
+    if let Err(e) = switched {
+        return e;
+    }
+    tracing::info!("exec /sbin/init (stage 2)");
+    let prog = CString::from(c"/sbin/init");
+    let env = [CString::from(c"PATH=/usr/sbin:/usr/bin:/sbin:/bin")];
+    match nix::unistd::execve(&prog, std::slice::from_ref(&prog), &env) {
+        Ok(never) => match never {},
+        Err(e) => Stage1Error::Switch(format!("exec /sbin/init: {e}")),
+    }
+}

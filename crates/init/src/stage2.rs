@@ -1,0 +1,495 @@
+//! Stage 2, PID 1 on the slot's read-only root: early mounts, VAR grown
+//! and mounted, STATE mounted read-only, the config loaded and applied
+//! (hostname, modules, sysctls, network, files), then containerd, the
+//! preloaded images and kubelet under the supervisor, until a signal asks
+//! for a shutdown.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use machine_config::render::NodeFacts;
+use machine_config::MachineConfig;
+use nix::mount::MsFlags;
+use thiserror::Error;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::bootstate::{timed, BootState, STAGE1_STATE};
+use crate::mounts::{self, MountError};
+use crate::partitions;
+use crate::shutdown::{self, Deadlines, Ending};
+use crate::supervisor::Supervisor;
+use crate::{apply, cgroup, console, etc, ext4, grow, services};
+
+/// Where STATE is mounted (read-only except while written).
+pub const STATE_MOUNT: &str = "/system/state";
+/// The active config inside STATE.
+pub const CONFIG_PATH: &str = "/system/state/config/current.yaml";
+/// The image's static /etc content.
+const STATIC_ETC: &str = "/usr/lib/keelson/etc";
+/// The image's version manifest.
+const VERSION_JSON: &str = "/usr/lib/keelson/version.json";
+/// Where service logs go.
+const LOG_DIR: &str = "/var/log";
+/// How long kubelet may take to start and settle before the node-ready
+/// marker is given up on.
+const KUBELET_READY: Duration = Duration::from_secs(120);
+
+/// What makes stage 2 give up (followed by an emergency reboot).
+#[derive(Debug, Error)]
+pub enum Stage2Error {
+    /// The async runtime could not be built.
+    #[error("building the tokio runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The supervisor could not start.
+    #[error("starting the supervisor: {0}")]
+    Supervisor(String),
+    /// Signal handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// The running node's shared state (served by the API in a later issue).
+#[derive(Clone)]
+pub struct Node {
+    /// What this boot did.
+    pub state: Arc<Mutex<BootState>>,
+    /// The config in effect, if any.
+    pub config: Option<Arc<MachineConfig>>,
+}
+
+impl Node {
+    /// Locks the boot state (a poisoned lock still holds valid data: every
+    /// update is a single push or assignment).
+    pub fn state(&self) -> MutexGuard<'_, BootState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs stage 2 until a shutdown has been carried out; returns how the
+/// machine should end.
+pub fn run() -> Result<Ending, Stage2Error> {
+    let kernel = ensure_kernel_mounts();
+    console::init(true);
+    let mut state = match BootState::load(Path::new(STAGE1_STATE)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "no stage 1 state (booted without the initramfs?)");
+            BootState::default()
+        }
+    };
+    if state.slot.is_empty() {
+        let cmd =
+            crate::cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+        state.slot = cmd.slot.to_string();
+        state.cmdline_warnings = cmd.warnings;
+    }
+    if let Err(e) = kernel {
+        state.error(format!("kernel filesystems: {e}"));
+    }
+    tracing::info!(slot = %state.slot, since_kernel_ms = crate::sys::since_kernel_ms(), "keelson stage 2");
+    crate::sys::disable_cad();
+
+    timed(&mut state, "early-mounts", early_mounts);
+    let var = partitions::find(Path::new("/sys/class/block"), Path::new("/dev"), "VAR");
+    timed(&mut state, "mount-var", |st| match &var {
+        Some(p) => mount_data(st, p, Path::new("/var"), false),
+        None => st.error("partition VAR not found: /var stays on the read-only root"),
+    });
+    if let Some(p) = &var {
+        timed(&mut state, "grow-var", |st| grow_var(st, p));
+    }
+    timed(&mut state, "mount-state", |st| {
+        match partitions::find(Path::new("/sys/class/block"), Path::new("/dev"), "STATE") {
+            Some(p) => mount_data(st, &p, Path::new(STATE_MOUNT), true),
+            None => st.error("partition STATE not found: no config, no history"),
+        }
+    });
+    let config = timed(&mut state, "load-config", load_config);
+    state.maintenance = config.is_none();
+    if let Some(cfg) = &config {
+        timed(&mut state, "apply-kernel", |st| {
+            apply::hostname(st, cfg);
+            apply::modules(st, cfg);
+            apply::sysctls(st, cfg);
+        });
+        apply::report(&state);
+    }
+    let node = Node {
+        state: Arc::new(Mutex::new(state)),
+        config: config.map(Arc::new),
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Stage2Error::Runtime)?;
+    runtime.block_on(serve(node))
+}
+
+/// Mounts /proc, /sys and /dev when stage 1 did not hand them over.
+fn ensure_kernel_mounts() -> Result<(), MountError> {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    if !Path::new("/proc/self").exists() {
+        mounts::mount("proc", Path::new("/proc"), "proc", nosuid, None)?;
+    }
+    let table = mounts::current();
+    if !mounts::is_mounted(&table, Path::new("/sys")) {
+        mounts::mount("sysfs", Path::new("/sys"), "sysfs", nosuid, None)?;
+    }
+    if !mounts::is_mounted(&table, Path::new("/dev")) {
+        mounts::mount(
+            "devtmpfs",
+            Path::new("/dev"),
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        )?;
+    }
+    Ok(())
+}
+
+/// /dev/pts, /dev/shm, /run, /tmp, /etc (filled from the image), cgroup2,
+/// and `/` made a shared mount (mount propagation for kubelet).
+fn early_mounts(state: &mut BootState) {
+    let table = mounts::current();
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let mut wanted: Vec<(&str, &str, &str, MsFlags, &str)> = vec![
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            "mode=0620,ptmxmode=0666,gid=5",
+        ),
+        ("tmpfs", "/dev/shm", "tmpfs", nosuid_nodev, "mode=1777"),
+        ("tmpfs", "/tmp", "tmpfs", nosuid_nodev, "mode=1777"),
+        ("tmpfs", "/etc", "tmpfs", nosuid_nodev, "mode=0755"),
+        (
+            "cgroup2",
+            "/sys/fs/cgroup",
+            "cgroup2",
+            nosuid_nodev | MsFlags::MS_NOEXEC,
+            "nsdelegate",
+        ),
+    ];
+    if !mounts::is_mounted(&table, Path::new("/run")) {
+        wanted.insert(0, ("tmpfs", "/run", "tmpfs", nosuid_nodev, "mode=0755"));
+    }
+    for (source, target, fstype, flags, data) in wanted {
+        if mounts::is_mounted(&table, Path::new(target)) {
+            continue;
+        }
+        if let Err(e) = mounts::mount(source, Path::new(target), fstype, flags, Some(data)) {
+            state.error(e.to_string());
+        }
+    }
+    if crate::sys::is_pid1() {
+        if let Err(e) = nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SHARED,
+            None::<&str>,
+        ) {
+            state.error(format!("making / a shared mount: {e}"));
+        }
+        match etc::copy_tree(Path::new(STATIC_ETC), Path::new("/etc")) {
+            Ok(n) => tracing::info!(files = n, "static /etc copied"),
+            Err(e) => state.error(format!("copying {STATIC_ETC} to /etc: {e}")),
+        }
+        if !Path::new("/etc/mtab").exists() {
+            let _ = std::os::unix::fs::symlink("/proc/self/mounts", "/etc/mtab");
+        }
+        match cgroup::enable_all(Path::new("/sys/fs/cgroup")) {
+            Ok(c) => {
+                tracing::info!(controllers = %c.enabled.join(" "), "cgroup2 controllers enabled");
+                for r in c.refused {
+                    state.error(format!("cgroup controller refused: {r}"));
+                }
+            }
+            Err(e) => state.error(format!("cgroup2 controllers: {e}")),
+        }
+    }
+}
+
+/// Mounts an ext4 data partition (read-only for STATE).
+fn mount_data(state: &mut BootState, p: &partitions::Partition, target: &Path, read_only: bool) {
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    match mounts::mount(&p.dev.to_string_lossy(), target, "ext4", flags, None) {
+        Ok(()) => {
+            tracing::info!(partition = %p.name, dev = %p.dev.display(), target = %target.display(), read_only, "mounted")
+        }
+        Err(e) => state.error(e.to_string()),
+    }
+}
+
+/// Grows VAR's partition to the end of its disk and its filesystem to the
+/// partition (online, mounted at /var). Safe to repeat.
+fn grow_var(state: &mut BootState, p: &partitions::Partition) {
+    let Some(disk) = &p.disk else {
+        state.error(format!("grow VAR: no disk found for {}", p.devname));
+        return;
+    };
+    let disk_dev = PathBuf::from("/dev").join(disk);
+    match grow::grow_table(&disk_dev, &p.name, 512) {
+        Ok(Some(g)) => {
+            tracing::info!(disk = %disk_dev.display(), old_end = g.old_end_lba, new_end = g.new_end_lba, "VAR partition grown");
+            if let Err(e) = grow::resize_in_kernel(&disk_dev, &g) {
+                state.error(format!("grow VAR: {e}"));
+                return;
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            state.error(format!("grow VAR: {e}"));
+            return;
+        }
+    }
+    let part_size = grow::size_of(&p.dev).unwrap_or(0);
+    let fs_size = ext4::read_health(&p.dev, 0)
+        .map(|h| h.size_bytes)
+        .unwrap_or(part_size);
+    if part_size.saturating_sub(fs_size) < (1 << 20) {
+        return;
+    }
+    let Some(resize2fs) = ["/usr/sbin/resize2fs", "/sbin/resize2fs"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        state.error("grow VAR: resize2fs not in the image");
+        return;
+    };
+    tracing::info!(
+        fs_bytes = fs_size,
+        partition_bytes = part_size,
+        "resizing /var online"
+    );
+    // No supervisor (and so no reaper) runs yet: a plain wait is safe.
+    match std::process::Command::new(resize2fs).arg(&p.dev).status() {
+        Ok(s) if s.success() => tracing::info!(dev = %p.dev.display(), "VAR filesystem grown"),
+        Ok(s) => state.error(format!("resize2fs {}: {s}", p.dev.display())),
+        Err(e) => state.error(format!("running {resize2fs}: {e}")),
+    }
+}
+
+/// Reads and validates the config in STATE; `None` (maintenance mode)
+/// when there is none or it is invalid.
+fn load_config(state: &mut BootState) -> Option<MachineConfig> {
+    let bytes = match std::fs::read(CONFIG_PATH) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            console::marker("maintenance mode: no config in STATE");
+            return None;
+        }
+        Err(e) => {
+            state.error(format!("reading {CONFIG_PATH}: {e}"));
+            console::marker("maintenance mode: config in STATE unreadable");
+            return None;
+        }
+    };
+    match machine_config::load(&bytes) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                tracing::warn!("config: {w}");
+            }
+            tracing::info!(hostname = %loaded.config.machine.hostname, "config loaded");
+            Some(loaded.config)
+        }
+        Err(e) => {
+            state.error(format!("{CONFIG_PATH} is not a valid config:\n{e}"));
+            console::marker("maintenance mode: config in STATE is invalid");
+            None
+        }
+    }
+}
+
+/// Remounts STATE read-write for `f`, then read-only again.
+#[allow(dead_code)] // used by apply-config and upgrades (machine API)
+pub fn with_state_writable<T>(f: impl FnOnce() -> T) -> Result<T, MountError> {
+    mounts::remount(Path::new(STATE_MOUNT), false)?;
+    let out = f();
+    nix::unistd::sync();
+    mounts::remount(Path::new(STATE_MOUNT), true)?;
+    Ok(out)
+}
+
+/// The signal that started a shutdown, and how the machine ends.
+async fn wait_for_shutdown_signal() -> Result<(&'static str, Ending), Stage2Error> {
+    let mut term = signal(SignalKind::terminate()).map_err(Stage2Error::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Stage2Error::Signals)?;
+    let mut pwr = signal(SignalKind::from_raw(libc::SIGPWR)).map_err(Stage2Error::Signals)?;
+    let mut usr2 = signal(SignalKind::user_defined2()).map_err(Stage2Error::Signals)?;
+    Ok(tokio::select! {
+        _ = term.recv() => ("SIGTERM", Ending::PowerOff),
+        _ = pwr.recv() => ("SIGPWR", Ending::PowerOff),
+        _ = usr2.recv() => ("SIGUSR2", Ending::PowerOff),
+        _ = int.recv() => ("SIGINT", Ending::Reboot),
+    })
+}
+
+/// The async life of the node: services, then waiting for a shutdown.
+async fn serve(node: Node) -> Result<Ending, Stage2Error> {
+    // Signal streams first, so a SIGTERM during boot is never lost.
+    let signal = wait_for_shutdown_signal();
+    tokio::pin!(signal);
+    let (sup, reaper) = Supervisor::new(PathBuf::from(LOG_DIR))
+        .map_err(|e| Stage2Error::Supervisor(e.to_string()))?;
+    tokio::spawn(reaper.run());
+
+    let deadlines = node
+        .config
+        .as_deref()
+        .map(Deadlines::from_config)
+        .unwrap_or_default();
+    let boot = boot_services(&node, &sup);
+    let (cause, ending) = tokio::select! {
+        s = &mut signal => s?,
+        () = boot => signal.await?,
+    };
+    shutdown::ordered(Some(&sup), deadlines, cause).await;
+    Ok(ending)
+}
+
+/// Network, files, containerd, images, kubelet; then the ready marker.
+async fn boot_services(node: &Node, sup: &Supervisor) {
+    let Some(cfg) = node.config.clone() else {
+        tracing::info!("maintenance mode: waiting for a config from the API");
+        return;
+    };
+    let t = Instant::now();
+    let facts = configure_network(node, &cfg).await;
+    node.state().phase("network", t.elapsed());
+
+    let t = Instant::now();
+    let kubelet_args = render_files(node, &cfg, &facts);
+    node.state().phase("render-files", t.elapsed());
+
+    let t = Instant::now();
+    let containerd_ready = match sup.start(services::containerd_spec()) {
+        Ok(h) => match h.wait_ready(Duration::from_secs(95)).await {
+            Ok(()) => true,
+            Err(e) => {
+                node.state().error(format!("containerd not ready: {e}"));
+                false
+            }
+        },
+        Err(e) => {
+            node.state().error(format!("starting containerd: {e}"));
+            false
+        }
+    };
+    node.state().phase("containerd", t.elapsed());
+    if !containerd_ready {
+        return;
+    }
+    let t = Instant::now();
+    let archives = services::preload_list(Path::new(services::IMAGES_DIR), Some(&cfg));
+    let imported = services::import_images(sup, &archives).await;
+    tracing::info!(imported, of = archives.len(), "preloaded images");
+    node.state().phase("preload-images", t.elapsed());
+
+    let Some(args) = kubelet_args.filter(|_| cfg.kubelet.enabled) else {
+        tracing::info!("kubelet disabled by the config");
+        return;
+    };
+    let t = Instant::now();
+    if let Err(e) = sup.start(services::kubelet_spec(&cfg, args)) {
+        node.state().error(format!("starting kubelet: {e}"));
+        return;
+    }
+    if !services::kubelet_settled(sup, KUBELET_READY).await {
+        node.state()
+            .error("kubelet did not keep running: node not ready".to_string());
+        return;
+    }
+    node.state().phase("kubelet", t.elapsed());
+    let slot = node.state().slot.clone();
+    console::marker(&format!(
+        "node ready slot={slot} version={} since_kernel_ms={}",
+        version(),
+        crate::sys::since_kernel_ms()
+    ));
+    console::marker(&format!("init rss_kib={}", rss_kib().unwrap_or(0)));
+}
+
+/// Configures the network; returns what the renderers need to know.
+async fn configure_network(_node: &Node, cfg: &MachineConfig) -> NodeFacts {
+    tracing::warn!("network: configuration through netlink not wired in yet; skipped");
+    NodeFacts {
+        hostname: cfg.machine.hostname.clone(),
+        ..NodeFacts::default()
+    }
+}
+
+/// Renders and writes every file; returns kubelet's flags (None when the
+/// config cannot be rendered).
+fn render_files(node: &Node, cfg: &MachineConfig, facts: &NodeFacts) -> Option<Vec<String>> {
+    match machine_config::render::all(cfg, facts) {
+        Ok(files) => {
+            let mut st = node.state();
+            let n = apply::files(&mut st, Path::new("/"), &files);
+            tracing::info!(written = n, of = files.len(), "files rendered");
+        }
+        Err(e) => {
+            node.state().error(format!("rendering files: {e}"));
+            return None;
+        }
+    }
+    if !cfg.kubelet.enabled {
+        return Some(Vec::new());
+    }
+    match machine_config::render::kubelet::render(cfg, facts) {
+        Ok(k) => Some(k.args),
+        Err(e) => {
+            node.state().error(format!("rendering kubelet flags: {e}"));
+            None
+        }
+    }
+}
+
+/// The image's version from its manifest (`unknown` if unreadable).
+pub fn version() -> String {
+    std::fs::read(VERSION_JSON)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v.get("version")
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// init's resident set size in KiB (`VmRSS` of /proc/self/status).
+pub fn rss_kib() -> Option<u64> {
+    parse_vm_rss(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn rss_is_read_from_proc_status() {
+        assert_eq!(
+            parse_vm_rss("Name:\tinit\nVmRSS:\t    4321 kB\nThreads: 1\n"),
+            Some(4321)
+        );
+        assert_eq!(parse_vm_rss("Name:\tinit\n"), None);
+        // This test process has a resident set.
+        assert!(rss_kib().unwrap() > 0);
+    }
+}
