@@ -196,6 +196,8 @@ impl Runner {
             match event {
                 Event::Exited(reason) => {
                     kill_leftovers(&self.entry.name, pid);
+                    // The exit is now the cause to show, not an older error.
+                    self.entry.status.send_modify(|s| s.last_error = None);
                     self.record_exit(reason);
                     return RunEnd::Failed;
                 }
@@ -280,12 +282,11 @@ impl Runner {
 
     /// Waits `delay` unless a control message comes first.
     async fn pause(&mut self, delay: Duration) -> Pause {
-        let asked = Instant::now();
         tokio::select! {
             _ = tokio::time::sleep(delay) => Pause::Elapsed,
             control = self.control.recv() => match control {
                 None => Pause::Orphaned,
-                Some(Control::Stop { reply, .. }) => Pause::Stop(reply, asked),
+                Some(Control::Stop { reply, .. }) => Pause::Stop(reply, Instant::now()),
                 Some(Control::Restart { spec, reply }) => {
                     self.replace_spec(spec);
                     self.restart_replies.push(reply);
