@@ -1,0 +1,263 @@
+//! The plan an operator reads before applying a config: which changes are
+//! live and which wait for a reboot, line by line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use machine_config::plan::{plan, Apply, ChangeKind};
+use machine_config::MachineConfig;
+
+const BASE: &str = r#"
+apiVersion: keelson.dev/v1alpha1
+kind: MachineConfig
+machine:
+  hostname: worker-1
+  kernel:
+    modules:
+      - name: nf_conntrack
+        parameters:
+          hashsize: "65536"
+      - name: dummy
+  sysctls:
+    net.core.somaxconn: "4096"
+    vm.max_map_count: "262144"
+  files:
+    - path: /etc/motd
+      content: "hello\n"
+network:
+  interfaces:
+    - name: eth0
+      addresses: [192.168.10.21/24]
+  nameservers: [192.168.10.1]
+containerd:
+  registryMirrors:
+    docker.io: ["https://mirror.lab:5000"]
+kubelet:
+  apiServer: https://10.0.0.1:6443
+  caCert: "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"
+  token: abcdef.0123456789abcdef
+  labels:
+    zone: a
+"#;
+
+fn cfg(yaml: &str) -> MachineConfig {
+    serde_saphyr::from_str(yaml).expect("test config parses")
+}
+
+#[test]
+fn same_config_plans_nothing() {
+    let c = cfg(BASE);
+    let p = plan(Some(&c), &c);
+    assert!(p.is_empty());
+    assert!(!p.needs_reboot());
+    assert_eq!(p.to_string(), "");
+}
+
+#[test]
+fn a_mixed_change_reads_line_by_line() {
+    let old = cfg(BASE);
+    let mut new = old.clone();
+    new.machine.hostname = "worker-2".into();
+    new.machine.kernel.args.push("mitigations=off".into());
+    new.machine
+        .sysctls
+        .insert("net.core.somaxconn".into(), "8192".into());
+    new.machine.sysctls.remove("vm.max_map_count");
+    // A prerequisite turned off explicitly: compared in effective form.
+    new.machine
+        .sysctls
+        .insert("net.ipv4.ip_forward".into(), "0".into());
+    new.machine.kernel.modules[0]
+        .parameters
+        .insert("hashsize".into(), "131072".into());
+    new.machine.kernel.modules.remove(1);
+    new.machine
+        .kernel
+        .modules
+        .push(machine_config::schema::KernelModule {
+            name: "wireguard".into(),
+            parameters: Default::default(),
+            enabled: true,
+        });
+    new.machine.files[0].content = "hello, world\n".into();
+    new.machine.files[0].mode = machine_config::FileMode(0o600);
+    new.network.interfaces[0].addresses = vec!["192.168.10.22/24".parse().unwrap()];
+    new.containerd.sandbox_image = "keelson.local/pause:2".into();
+    new.kubelet.labels.insert("zone".into(), "b".into());
+    new.shutdown.total = machine_config::Duration::from_secs(180);
+
+    let p = plan(Some(&old), &new);
+    let expected = "\
+live    hostname: worker-1 -> worker-2
+reboot  kernel args: + mitigations=off
+reboot  module dummy: no longer loaded, from the next boot (a loaded module is not unloaded from a running kernel)
+reboot  module nf_conntrack: parameters hashsize=65536 -> hashsize=131072 (read when the module loads; it is already loaded)
+live    module wireguard: load
+live    sysctl net.core.somaxconn: 4096 -> 8192
+live    sysctl net.ipv4.ip_forward: 1 -> 0
+live    sysctl vm.max_map_count: no longer set (the kernel keeps 262144 until the next boot, then its default)
+live    file /etc/motd: content changed (6 -> 13 bytes), mode 0644 -> 0600
+live    network interface eth0: addresses 192.168.10.21/24 -> 192.168.10.22/24
+live    containerd sandbox image: keelson.local/pause:1 -> keelson.local/pause:2 (containerd restarts; running containers keep running)
+live    kubelet labels: zone: a -> b (kubelet restarts; a Node already registered keeps its labels, change them with kubectl)
+live    shutdown total deadline: 2m -> 3m
+";
+    assert_eq!(p.to_string(), expected);
+    assert!(p.needs_reboot());
+    // The same plan twice: deterministic.
+    assert_eq!(plan(Some(&old), &new), p);
+
+    // JSON for `nodectl config plan -o json`.
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["changes"][1]["kind"], "kernelArgs");
+    assert_eq!(json["changes"][1]["apply"], "reboot");
+    assert_eq!(json["changes"][1]["path"], "machine.kernel.args");
+    assert_eq!(json["changes"][5]["kind"], "sysctl");
+    assert_eq!(json["changes"][5]["apply"], "live");
+    assert_eq!(
+        json["changes"][5]["path"],
+        "machine.sysctls[net.core.somaxconn]"
+    );
+    assert_eq!(
+        json["changes"][5]["summary"],
+        "sysctl net.core.somaxconn: 4096 -> 8192"
+    );
+}
+
+#[test]
+fn live_only_changes_do_not_need_a_reboot() {
+    let old = cfg(BASE);
+    let mut new = old.clone();
+    new.machine
+        .sysctls
+        .insert("net.core.somaxconn".into(), "8192".into());
+    new.containerd
+        .registry_mirrors
+        .insert("quay.io".into(), vec!["https://q.lab".into()]);
+    new.kubelet
+        .extra_args
+        .insert("max-pods".into(), "50".into());
+    new.api.port = 50001;
+    let p = plan(Some(&old), &new);
+    assert!(!p.needs_reboot(), "{p}");
+    assert!(p.changes.iter().all(|c| c.apply == Apply::Live));
+    assert_eq!(
+        p.to_string(),
+        "\
+live    sysctl net.core.somaxconn: 4096 -> 8192
+live    containerd mirrors for quay.io: (none) -> https://q.lab (read at the next pull, no restart)
+live    kubelet extraArgs: + max-pods=50 (kubelet restarts)
+live    api port: 50000 -> 50001 (apid restarts; clients must use the new port)
+"
+    );
+}
+
+#[test]
+fn restating_a_prerequisite_changes_nothing_and_dropping_one_shows() {
+    let old = cfg(BASE);
+    let mut same = old.clone();
+    // Stating what is built in anyway: no change.
+    same.machine
+        .sysctls
+        .insert("net.ipv4.ip_forward".into(), "1".into());
+    same.machine
+        .kernel
+        .modules
+        .push(machine_config::schema::KernelModule {
+            name: "overlay".into(),
+            parameters: Default::default(),
+            enabled: true,
+        });
+    assert!(
+        plan(Some(&old), &same).is_empty(),
+        "{}",
+        plan(Some(&old), &same)
+    );
+
+    let mut dropped = old.clone();
+    dropped
+        .machine
+        .kernel
+        .modules
+        .push(machine_config::schema::KernelModule {
+            name: "br_netfilter".into(),
+            parameters: Default::default(),
+            enabled: false,
+        });
+    let p = plan(Some(&old), &dropped);
+    assert_eq!(p.changes.len(), 1);
+    assert_eq!(p.changes[0].kind, ChangeKind::Module);
+    assert_eq!(p.changes[0].apply, Apply::Reboot);
+    assert!(p.changes[0]
+        .summary
+        .starts_with("module br_netfilter: no longer loaded"));
+}
+
+#[test]
+fn first_config_lists_everything_applied() {
+    let new = cfg(BASE);
+    let p = plan(None, &new);
+    let text = p.to_string();
+    for line in [
+        "live    hostname: set to worker-1\n",
+        "live    module overlay: load\n",
+        "live    module br_netfilter: load\n",
+        "live    module nf_conntrack: load with hashsize=65536\n",
+        "live    sysctl net.ipv4.ip_forward: set to 1\n",
+        "live    sysctl net.bridge.bridge-nf-call-iptables: set to 1\n",
+        "live    sysctl net.core.somaxconn: set to 4096\n",
+        "live    file /etc/motd: create (6 bytes, mode 0644)\n",
+        "live    network interface eth0: configure (addresses 192.168.10.21/24)\n",
+        "live    nameservers: (none) -> 192.168.10.1 (resolv.conf rewritten)\n",
+        "live    containerd: start (sandbox image keelson.local/pause:1, 1 registry mirrors, 0 preload images)\n",
+        "live    cni: bridge cni0 on 10.244.0.0/24 with masquerade (plugins in /usr/lib/cni, configs in /etc/cni/net.d)\n",
+        "live    kubelet: start (API server https://10.0.0.1:6443)\n",
+        "live    shutdown deadlines: kubelet 20s, pods 30s, containerd 10s, processes 10s, unmount 15s, total 2m\n",
+        "live    api: listen on port 50000\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(!p.needs_reboot(), "{text}");
+
+    // Kernel args on a first config still wait for a reboot.
+    let mut with_args = new.clone();
+    with_args.machine.kernel.args.push("console=ttyS1".into());
+    let p = plan(None, &with_args);
+    assert!(p.needs_reboot());
+    assert!(p
+        .to_string()
+        .contains("reboot  kernel args: + console=ttyS1\n"));
+}
+
+#[test]
+fn secrets_never_appear_in_the_plan() {
+    let old = cfg(BASE);
+    let mut new = old.clone();
+    new.kubelet.token = Some("zzzzzz.secretsecretsecret".into());
+    let p = plan(Some(&old), &new);
+    let text = p.to_string();
+    assert_eq!(text, "live    kubelet token changed (kubelet restarts)\n");
+    assert!(!serde_json::to_string(&p).unwrap().contains("secret"));
+}
+
+#[test]
+fn install_disk_and_interface_removal() {
+    let mut old = cfg(BASE);
+    old.machine.install = Some(machine_config::schema::Install {
+        disk: "/dev/vda".into(),
+        wipe: false,
+    });
+    let mut new = old.clone();
+    new.machine.install = Some(machine_config::schema::Install {
+        disk: "/dev/vdb".into(),
+        wipe: true,
+    });
+    new.network.interfaces.clear();
+    let p = plan(Some(&old), &new);
+    assert_eq!(
+        p.to_string(),
+        "\
+reboot  install disk: /dev/vda -> /dev/vdb (wipe) (used when the node next installs)
+live    network interface eth0: no longer configured (its addresses and routes are removed)
+"
+    );
+}
