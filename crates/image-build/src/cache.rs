@@ -11,6 +11,8 @@ pub fn root() -> anyhow::Result<PathBuf> {
     }
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| anyhow::anyhow!("neither KEELSON_CACHE nor HOME is set: cannot place the build cache"))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!("neither KEELSON_CACHE nor HOME is set: cannot place the build cache")
+        })?;
     Ok(PathBuf::from(home).join(".cache/keelson"))
 }

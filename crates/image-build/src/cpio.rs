@@ -64,7 +64,9 @@ impl Archive {
     pub fn add_tree(&mut self, host: &Path, prefix: &str) -> anyhow::Result<()> {
         let mut stack: Vec<PathBuf> = vec![host.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            for e in
+                std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+            {
                 let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
                 let p = e.path();
                 let rel = p.strip_prefix(host).unwrap_or(&p);
@@ -75,22 +77,22 @@ impl Archive {
                 if meta.file_type().is_symlink() {
                     let t = std::fs::read_link(&p)
                         .with_context(|| format!("cannot read link {}", p.display()))?;
-                    self.add(&name, 0o777, Kind::Symlink(t.to_string_lossy().into_owned()));
+                    self.add(
+                        &name,
+                        0o777,
+                        Kind::Symlink(t.to_string_lossy().into_owned()),
+                    );
                 } else if meta.is_dir() {
                     self.add(&name, perm, Kind::Dir);
                     stack.push(p);
                 } else {
-                    let data = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+                    let data = std::fs::read(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?;
                     self.add(&name, perm, Kind::File(data));
                 }
             }
         }
         Ok(())
-    }
-
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.entries.len()
     }
 
     /// The entries, sorted by path.
@@ -129,8 +131,12 @@ fn write_header<W: Write>(
     name: &str,
 ) -> io::Result<()> {
     let namesize = name.len() + 1;
-    let size = u32::try_from(size)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{name} is larger than 4 GiB")))?;
+    let size = u32::try_from(size).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name} is larger than 4 GiB"),
+        )
+    })?;
     let header = format!(
         "070701{ino:08X}{mode:08X}{:08X}{:08X}{nlink:08X}{mtime:08X}{size:08X}{:08X}{:08X}{:08X}{:08X}{namesize:08X}{:08X}",
         0, 0, 0, 0, rdev.0, rdev.1, 0
@@ -161,7 +167,11 @@ mod tests {
         std::fs::create_dir_all(src.path().join("lib/modules/x")).unwrap();
         std::fs::write(src.path().join("lib/modules/x/a.ko"), b"module bytes").unwrap();
         std::fs::write(src.path().join("init"), b"#!init").unwrap();
-        std::fs::set_permissions(src.path().join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            src.path().join("init"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         std::os::unix::fs::symlink("init", src.path().join("linuxrc")).unwrap();
 
         let mut a = Archive::new();
@@ -191,10 +201,23 @@ mod tests {
         assert!(listing.status.success(), "{listing:?}");
         let text = String::from_utf8(listing.stdout).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        let names: Vec<&str> = lines.iter().map(|l| l.split_whitespace().last().unwrap()).collect();
+        let names: Vec<&str> = lines
+            .iter()
+            .map(|l| l.split_whitespace().last().unwrap())
+            .collect();
         assert_eq!(
             names,
-            ["dev", "dev/console", "init", "lib", "lib/modules", "lib/modules/x", "lib/modules/x/a.ko", "init", "newroot"],
+            [
+                "dev",
+                "dev/console",
+                "init",
+                "lib",
+                "lib/modules",
+                "lib/modules/x",
+                "lib/modules/x/a.ko",
+                "init",
+                "newroot"
+            ],
             "{text}"
         );
         let console = lines.iter().find(|l| l.contains("dev/console")).unwrap();
@@ -205,12 +228,22 @@ mod tests {
 
         let out = tempfile::tempdir().unwrap();
         let st = Command::new("cpio")
-            .args(["-i", "-d", "--quiet", "--no-absolute-filenames", "-f", "dev/console"])
+            .args([
+                "-i",
+                "-d",
+                "--quiet",
+                "--no-absolute-filenames",
+                "-f",
+                "dev/console",
+            ])
             .stdin(std::fs::File::open(&file).unwrap())
             .current_dir(out.path())
             .status()
             .unwrap();
         assert!(st.success());
-        assert_eq!(std::fs::read(out.path().join("lib/modules/x/a.ko")).unwrap(), b"module bytes");
+        assert_eq!(
+            std::fs::read(out.path().join("lib/modules/x/a.ko")).unwrap(),
+            b"module bytes"
+        );
     }
 }

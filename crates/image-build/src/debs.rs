@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -92,13 +92,20 @@ pub fn fetch(dir: &Path, names: &[String]) -> anyhow::Result<Vec<Pinned>> {
     if !missing.is_empty() {
         tracing::info!(count = missing.len(), "downloading Debian packages");
         let mut cmd = known::APT_GET.command()?;
-        cmd.arg("-q").arg("download").args(&missing).current_dir(dir);
-        tools::run(&mut cmd).context("apt-get download failed (are the host's apt lists current?)")?;
+        cmd.arg("-q")
+            .arg("download")
+            .args(&missing)
+            .current_dir(dir);
+        tools::run(&mut cmd)
+            .context("apt-get download failed (are the host's apt lists current?)")?;
     }
     let mut out = Vec::new();
     for (name, version) in versions {
         let file = find_deb(dir, &name, &version).with_context(|| {
-            format!("apt-get download left no {name} {version} .deb in {}", dir.display())
+            format!(
+                "apt-get download left no {name} {version} .deb in {}",
+                dir.display()
+            )
         })?;
         let sha256 = digest::file_sha256(&file)?;
         out.push(Pinned {
@@ -126,7 +133,8 @@ pub fn unpack(staging_root: &Path, pkgs: &[Pinned]) -> anyhow::Result<PathBuf> {
         return Ok(dir);
     }
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for p in pkgs {
@@ -136,12 +144,4 @@ pub fn unpack(staging_root: &Path, pkgs: &[Pinned]) -> anyhow::Result<PathBuf> {
     }
     std::fs::write(&marker, b"").with_context(|| format!("cannot write {}", marker.display()))?;
     Ok(dir)
-}
-
-/// Fails unless every name in `names` was fetched (guards the package list).
-pub fn require<'a>(pkgs: &'a [Pinned], name: &str) -> anyhow::Result<&'a Pinned> {
-    match pkgs.iter().find(|p| p.name == name) {
-        Some(p) => Ok(p),
-        None => bail!("package {name} is not in the fetched set"),
-    }
 }

@@ -15,7 +15,8 @@ pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
 
 /// Feeds a file's contents into `hasher`.
 pub fn hash_file_into(hasher: &mut Sha256, path: &Path) -> anyhow::Result<()> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f

@@ -116,7 +116,10 @@ impl Table {
         }
         let mut arr = vec![0u8; (ENTRIES * ENTRY_SIZE) as usize];
         for (i, p) in self.partitions.iter().enumerate() {
-            if p.first_lba < self.first_usable() || p.last_lba > self.last_usable() || p.first_lba > p.last_lba {
+            if p.first_lba < self.first_usable()
+                || p.last_lba > self.last_usable()
+                || p.first_lba > p.last_lba
+            {
                 bail!(
                     "partition {} ({}..{}) is outside the usable sectors {}..{}",
                     p.name,
@@ -240,18 +243,33 @@ mod tests {
         assert_eq!(g[2].starting_lba, 4096);
         assert_eq!(g[2].ending_lba, 8191);
 
-        let out = std::process::Command::new("sfdisk").arg("--json").arg(&path).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("sfdisk")
+            .arg("--json")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let pt = &j["partitiontable"];
         assert_eq!(pt["label"], "gpt");
         assert_eq!(pt["id"], table.disk_guid.0);
         assert_eq!(pt["partitions"][0]["type"], TYPE_ESP);
         assert_eq!(pt["partitions"][0]["name"], "EFI");
-        assert_eq!(pt["partitions"][1]["uuid"], Guid::derive("seed", "SYSTEM-A").0);
+        assert_eq!(
+            pt["partitions"][1]["uuid"],
+            Guid::derive("seed", "SYSTEM-A").0
+        );
         assert_eq!(pt["partitions"][2]["size"], total - 34 - 8192 + 1);
         // Warnings (e.g. a bad backup header) go to stderr.
-        assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

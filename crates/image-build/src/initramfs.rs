@@ -30,7 +30,11 @@ pub fn build(inputs: &Inputs<'_>, mtime: u32) -> anyhow::Result<(Vec<u8>, usize)
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
     a.add("init", 0o755, Kind::File(read(inputs.init)?));
     a.add(".keelson-stage1", 0o644, Kind::File(Vec::new()));
-    a.add("sbin/e2fsck", 0o755, Kind::File(read(inputs.e2fsck_static)?));
+    a.add(
+        "sbin/e2fsck",
+        0o755,
+        Kind::File(read(inputs.e2fsck_static)?),
+    );
     a.add_tree(&inputs.modules_tree.join("lib"), "lib")?;
     for d in ["proc", "sys", "dev", "newroot", "run", "tmp"] {
         a.add(d, 0o755, Kind::Dir);
@@ -39,12 +43,14 @@ pub fn build(inputs: &Inputs<'_>, mtime: u32) -> anyhow::Result<(Vec<u8>, usize)
     a.add("dev/console", 0o600, Kind::CharDev(5, 1));
     a.add("dev/null", 0o666, Kind::CharDev(1, 3));
     let mut raw = Vec::new();
-    a.write(&mut raw, mtime).context("cannot write the initramfs cpio")?;
+    a.write(&mut raw, mtime)
+        .context("cannot write the initramfs cpio")?;
     let mut gz = GzBuilder::new()
         .mtime(0)
         .operating_system(3)
         .write(Vec::new(), Compression::best());
-    gz.write_all(&raw).context("cannot compress the initramfs")?;
+    gz.write_all(&raw)
+        .context("cannot compress the initramfs")?;
     let out = gz.finish().context("cannot compress the initramfs")?;
     Ok((out, raw.len()))
 }

@@ -68,7 +68,10 @@ pub fn build(cache: &Path, out: &Path) -> anyhow::Result<KubeBuild> {
     let orig_sha256 = hex::encode(hasher.clone().finalize());
     hasher.update(RECIPE.as_bytes());
     let key = hex::encode(hasher.finalize());
-    step.finish(&format!("{debian_version}, orig sha256 {}", &orig_sha256[..16]));
+    step.finish(&format!(
+        "{debian_version}, orig sha256 {}",
+        &orig_sha256[..16]
+    ));
 
     let step = steps.start("kubernetes build");
     let bin = kube_dir.join(&key).join("bin");
@@ -142,8 +145,10 @@ fn fetch_source(kube_dir: &Path, src_dir: &Path) -> anyhow::Result<()> {
     let lists = apt_dir.join("lists");
     std::fs::create_dir_all(lists.join("partial"))
         .with_context(|| format!("cannot create {}", lists.display()))?;
-    std::fs::create_dir_all(&parts).with_context(|| format!("cannot create {}", parts.display()))?;
-    std::fs::create_dir_all(src_dir).with_context(|| format!("cannot create {}", src_dir.display()))?;
+    std::fs::create_dir_all(&parts)
+        .with_context(|| format!("cannot create {}", parts.display()))?;
+    std::fs::create_dir_all(src_dir)
+        .with_context(|| format!("cannot create {}", src_dir.display()))?;
     let host = Path::new("/etc/apt/sources.list.d/debian.sources");
     let text = std::fs::read_to_string(host).with_context(|| {
         format!(
@@ -163,7 +168,10 @@ fn fetch_source(kube_dir: &Path, src_dir: &Path) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join("\n");
     if !src.contains("Types: deb-src") {
-        bail!("{} has no `Types: deb` stanza to derive a deb-src list from", host.display());
+        bail!(
+            "{} has no `Types: deb` stanza to derive a deb-src list from",
+            host.display()
+        );
     }
     std::fs::write(parts.join("keelson-src.sources"), src + "\n")
         .with_context(|| format!("cannot write into {}", parts.display()))?;
@@ -206,7 +214,8 @@ fn compile(
             .with_context(|| format!("cannot remove the stale build tree {}", work.display()))?;
     }
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
-    std::fs::create_dir_all(gocache).with_context(|| format!("cannot create {}", gocache.display()))?;
+    std::fs::create_dir_all(gocache)
+        .with_context(|| format!("cannot create {}", gocache.display()))?;
     let mut untar = known::TAR.command()?;
     untar.arg("-xzf").arg(orig).arg("-C").arg(&work);
     tools::run(&mut untar)?;
@@ -236,7 +245,8 @@ fn compile(
     let built = tree.join("_output/local/bin/linux/amd64");
     let tmp = bin.with_extension("tmp");
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
+        std::fs::remove_dir_all(&tmp)
+            .with_context(|| format!("cannot remove {}", tmp.display()))?;
     }
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     for b in BINARIES {

@@ -9,14 +9,20 @@
 mod cache;
 mod cpio;
 mod debs;
+mod digest;
+mod disk;
 mod elf_deps;
+mod esp;
+mod ext4;
 mod gpt;
 mod initramfs;
+mod kubernetes;
+mod manifest;
 mod modules;
 mod oci;
-mod digest;
-mod kubernetes;
 mod progress;
+mod rootfs;
+mod squashfs;
 mod tools;
 
 use std::path::PathBuf;
@@ -42,7 +48,42 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Build the GPT raw disk image DIR/keelson.raw, DIR/version.json and
+    /// DIR/boot/{vmlinuz,initramfs.img}.
+    Disk {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Directory holding the static init, apid and nodectl.
+        #[arg(long)]
+        node_bin: PathBuf,
+        /// Output directory of `image-build kubernetes` (bin/kubelet,
+        /// kubernetes.json).
+        #[arg(long)]
+        kubernetes: PathBuf,
+        /// Machine config to bake into STATE as config/current.yaml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Ship this kubelet instead of the one built from Debian's source.
+        #[arg(long)]
+        kubelet: Option<PathBuf>,
+        /// Extra OCI image archive to preload into containerd (repeatable).
+        #[arg(long)]
+        preload: Vec<PathBuf>,
+        /// Image version recorded in version.json.
+        #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+        version: String,
+        /// Seed of every partition, disk and filesystem UUID.
+        #[arg(long, default_value = "keelson")]
+        seed: String,
+        /// Timestamp of every file in the image (seconds since 1970).
+        #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = DEFAULT_EPOCH)]
+        source_date_epoch: u64,
+    },
 }
+
+/// 2024-01-01T00:00:00Z: the default timestamp of every file in an image.
+const DEFAULT_EPOCH: u64 = 1_704_067_200;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -67,6 +108,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Kubernetes { out } => {
             kubernetes::build(&cache, &out)?;
+            Ok(())
+        }
+        Command::Disk {
+            out,
+            node_bin,
+            kubernetes,
+            config,
+            kubelet,
+            preload,
+            version,
+            seed,
+            source_date_epoch,
+        } => {
+            let started = std::time::Instant::now();
+            let m = disk::build(&disk::Request {
+                out: out.clone(),
+                node_bin,
+                kubernetes,
+                config,
+                kubelet,
+                preload,
+                version,
+                seed,
+                epoch: source_date_epoch,
+                cache,
+            })?;
+            eprintln!(
+                "image-build: {} ready in {:.1} s (version {}, build {})",
+                out.join("keelson.raw").display(),
+                started.elapsed().as_secs_f64(),
+                m.version,
+                &m.build_id[..16]
+            );
             Ok(())
         }
     }

@@ -132,7 +132,10 @@ impl ModuleIndex {
                 .filter(|w| !w.ends_with(':'))
                 .map(str::to_string)
                 .collect::<Vec<_>>();
-            idx.softdeps.entry(canonical(name)).or_default().extend(deps);
+            idx.softdeps
+                .entry(canonical(name))
+                .or_default()
+                .extend(deps);
         }
         for line in alias.lines() {
             let mut words = line.split_whitespace();
@@ -160,7 +163,12 @@ impl ModuleIndex {
         }
         self.aliases
             .get(name)
-            .map(|s| s.iter().filter(|m| self.modules.contains_key(*m)).cloned().collect())
+            .map(|s| {
+                s.iter()
+                    .filter(|m| self.modules.contains_key(*m))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -275,7 +283,11 @@ pub fn install(
         bytes += std::fs::copy(from.join(rel), &target)
             .with_context(|| format!("cannot copy module {rel}"))?;
     }
-    for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
+    for f in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
         std::fs::copy(from.join(f), to.join(f)).with_context(|| format!("cannot copy {f}"))?;
     }
     depmod(dest, kver)?;
@@ -303,9 +315,18 @@ mod tests {
         let got: Vec<&str> = got.iter().map(String::as_str).collect();
         assert_eq!(
             got,
-            ["crc32c_generic", "crc32c_intel", "libcrc32c", "nf_conntrack", "nf_nat"]
+            [
+                "crc32c_generic",
+                "crc32c_intel",
+                "libcrc32c",
+                "nf_conntrack",
+                "nf_nat"
+            ]
         );
-        let err = idx.closure(&["overlay", "no_such_mod"]).unwrap_err().to_string();
+        let err = idx
+            .closure(&["overlay", "no_such_mod"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no_such_mod"), "{err}");
     }
 }

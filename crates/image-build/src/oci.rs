@@ -110,7 +110,11 @@ pub fn archive(img: &Image, mtime: u64) -> anyhow::Result<Vec<u8>> {
         }],
     }))?;
     let manifest_digest = format!("sha256:{}", bytes_sha256(&manifest));
-    let tag = img.name.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+    let tag = img
+        .name
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .unwrap_or("latest");
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -126,7 +130,11 @@ pub fn archive(img: &Image, mtime: u64) -> anyhow::Result<Vec<u8>> {
         }],
     }))?;
     let mut outer = Archive::new();
-    outer.add("oci-layout", 0o644, Kind::File(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()));
+    outer.add(
+        "oci-layout",
+        0o644,
+        Kind::File(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+    );
     outer.add("index.json", 0o644, Kind::File(index));
     for (digest, bytes) in [
         (&layer_digest, layer),
@@ -216,7 +224,13 @@ mod tests {
         assert_eq!(bytes, archive(&img(), 1234).unwrap());
 
         let entries = read_tar(&bytes);
-        let get = |name: &str| entries.iter().find(|e| e.0 == name).map(|e| e.2.clone()).unwrap();
+        let get = |name: &str| {
+            entries
+                .iter()
+                .find(|e| e.0 == name)
+                .map(|e| e.2.clone())
+                .unwrap()
+        };
         let layout: serde_json::Value = serde_json::from_slice(&get("oci-layout")).unwrap();
         assert_eq!(layout["imageLayoutVersion"], "1.0.0");
         let index: serde_json::Value = serde_json::from_slice(&get("index.json")).unwrap();
@@ -227,10 +241,16 @@ mod tests {
         assert_eq!(bytes_sha256(&manifest_bytes), mdigest);
         assert_eq!(m["size"], manifest_bytes.len());
         let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
-        let ldigest = manifest["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        let ldigest = manifest["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
         let layer = get(&format!("blobs/sha256/{ldigest}"));
         assert_eq!(bytes_sha256(&layer), ldigest);
-        let cdigest = manifest["config"]["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        let cdigest = manifest["config"]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
         let config: serde_json::Value =
             serde_json::from_slice(&get(&format!("blobs/sha256/{cdigest}"))).unwrap();
         assert_eq!(config["rootfs"]["diff_ids"][0], format!("sha256:{ldigest}"));
@@ -249,7 +269,9 @@ mod tests {
         let bin = build_pause(dir.path()).unwrap();
         assert!(bin.starts_with(b"\x7fELF"));
         std::fs::write(dir.path().join("p"), &bin).unwrap();
-        let needs = crate::elf_deps::needs_of(&dir.path().join("p")).unwrap().unwrap();
+        let needs = crate::elf_deps::needs_of(&dir.path().join("p"))
+            .unwrap()
+            .unwrap();
         assert_eq!(needs, crate::elf_deps::Needs::default());
     }
 }

@@ -1,0 +1,204 @@
+//! The EFI System Partition: FAT32 made with `mkfs.vfat` on a plain file and
+//! filled with mtools (no mounts), holding GRUB (`grub-mkimage`, embedded
+//! modules) as `EFI/BOOT/BOOTX64.EFI`, `grub/grub.cfg` implementing the A/B
+//! choice, a 1024-byte `grub/grubenv`, and each slot's kernel and initramfs
+//! under `A/` and `B/`. Deterministic: `--invariant`, a volume id from the
+//! seed, and every timestamp at SOURCE_DATE_EPOCH.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use crate::tools::{self, known};
+
+/// Kernel command line of slot `slot` (docs/architecture.md).
+pub fn cmdline(slot: &str) -> String {
+    format!("console=ttyS0,115200 keelson.slot={slot} panic=10")
+}
+
+/// GRUB modules embedded in BOOTX64.EFI.
+pub const GRUB_MODULES: &[&str] = &[
+    "part_gpt",
+    "fat",
+    "normal",
+    "linux",
+    "echo",
+    "loadenv",
+    "test",
+    "configfile",
+    "search",
+    "search_label",
+    "search_fs_uuid",
+    "serial",
+    "terminal",
+    "gzio",
+    "all_video",
+    "efi_gop",
+    "reboot",
+    "halt",
+    "sleep",
+    "minicmd",
+    "ls",
+    "cat",
+    "boot",
+];
+
+/// grub.cfg: serial console, `default` from grubenv (the good slot), a
+/// one-shot `next_entry` (the trial slot) cleared before it boots.
+pub fn grub_cfg() -> String {
+    let mut s = String::from(
+        "# Keelson A/B boot. grubenv holds `default` (the good slot) and an\n\
+         # optional one-shot `next_entry` (a slot on trial), cleared here before\n\
+         # it boots: a trial slot that fails falls back to `default` next boot.\n\
+         serial --unit=0 --speed=115200\n\
+         terminal_input serial console\n\
+         terminal_output serial console\n\
+         set default=A\n\
+         load_env\n\
+         if [ -n \"${next_entry}\" ]; then\n\
+         \x20 set default=\"${next_entry}\"\n\
+         \x20 set next_entry=\n\
+         \x20 save_env next_entry\n\
+         fi\n\
+         set timeout=0\n",
+    );
+    for slot in ["A", "B"] {
+        s.push_str(&format!(
+            "menuentry \"{slot}\" --id {slot} {{\n  linux /{slot}/vmlinuz {}\n  initrd /{slot}/initramfs.img\n}}\n",
+            cmdline(slot)
+        ));
+    }
+    s
+}
+
+/// Inputs of the ESP.
+#[derive(Debug)]
+pub struct Inputs<'a> {
+    /// Kernel for slot A.
+    pub vmlinuz: &'a Path,
+    /// initramfs for slot A.
+    pub initramfs: &'a Path,
+    /// FAT volume id (32 bits).
+    pub volume_id: u32,
+    /// Timestamp for every file.
+    pub epoch: u64,
+    /// Scratch directory.
+    pub work: &'a Path,
+}
+
+/// Makes the ESP image at `out` (`size` bytes).
+pub fn make(out: &Path, size: u64, inp: &Inputs<'_>) -> anyhow::Result<()> {
+    let work = inp.work;
+    std::fs::create_dir_all(work).with_context(|| format!("cannot create {}", work.display()))?;
+    let efi = work.join("BOOTX64.EFI");
+    let mut mk = known::GRUB_MKIMAGE.command()?;
+    mk.args(["-O", "x86_64-efi", "-p", "/grub", "-o"])
+        .arg(&efi)
+        .args(GRUB_MODULES);
+    if !Path::new("/usr/lib/grub/x86_64-efi").is_dir() {
+        bail!("GRUB's x86_64-efi modules are missing: install grub-efi-amd64-bin (make deps)");
+    }
+    tools::run(&mut mk)?;
+    let cfg = work.join("grub.cfg");
+    std::fs::write(&cfg, grub_cfg()).with_context(|| format!("cannot write {}", cfg.display()))?;
+    let env = work.join("grubenv");
+    if env.exists() {
+        std::fs::remove_file(&env).with_context(|| format!("cannot remove {}", env.display()))?;
+    }
+    let mut ed = known::GRUB_EDITENV.command()?;
+    ed.arg(&env).arg("create");
+    tools::run(&mut ed)?;
+    let mut ed = known::GRUB_EDITENV.command()?;
+    ed.arg(&env).args(["set", "default=A"]);
+    tools::run(&mut ed)?;
+    let env_len = std::fs::metadata(&env)
+        .with_context(|| format!("cannot stat {}", env.display()))?
+        .len();
+    if env_len != 1024 {
+        bail!("grubenv is {env_len} bytes, GRUB needs exactly 1024");
+    }
+    let vmlinuz = work.join("vmlinuz");
+    let initramfs = work.join("initramfs.img");
+    std::fs::copy(inp.vmlinuz, &vmlinuz)
+        .with_context(|| format!("cannot copy {}", inp.vmlinuz.display()))?;
+    std::fs::copy(inp.initramfs, &initramfs)
+        .with_context(|| format!("cannot copy {}", inp.initramfs.display()))?;
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(inp.epoch);
+    for f in [&efi, &cfg, &env, &vmlinuz, &initramfs] {
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .and_then(|h| h.set_modified(when))
+            .with_context(|| format!("cannot set the time of {}", f.display()))?;
+    }
+
+    if out.exists() {
+        std::fs::remove_file(out).with_context(|| format!("cannot remove {}", out.display()))?;
+    }
+    let f =
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    f.set_len(size)
+        .with_context(|| format!("cannot size {}", out.display()))?;
+    drop(f);
+    let mut mkfs = known::MKFS_VFAT.command()?;
+    mkfs.args(["-F", "32", "-s", "1", "-n", "EFI", "--invariant", "-i"])
+        .arg(format!("{:08X}", inp.volume_id))
+        .arg(out);
+    tools::run(&mut mkfs)?;
+    let epoch = inp.epoch.to_string();
+    let image = out.to_string_lossy().into_owned();
+    for d in ["::/EFI", "::/EFI/BOOT", "::/grub", "::/A", "::/B"] {
+        let mut mmd = known::MMD.command()?;
+        mmd.args(["-i", &image, d]).env("SOURCE_DATE_EPOCH", &epoch);
+        tools::run(&mut mmd)?;
+    }
+    for (src, dst) in [
+        (&efi, "::/EFI/BOOT/BOOTX64.EFI"),
+        (&cfg, "::/grub/grub.cfg"),
+        (&env, "::/grub/grubenv"),
+        (&vmlinuz, "::/A/vmlinuz"),
+        (&initramfs, "::/A/initramfs.img"),
+    ] {
+        let mut mcopy = known::MCOPY.command()?;
+        mcopy
+            .args(["-m", "-i", &image])
+            .arg(src)
+            .arg(dst)
+            .env("SOURCE_DATE_EPOCH", &epoch);
+        tools::run(&mut mcopy)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn grub_cfg_is_valid_grub_script_with_both_slots() {
+        let cfg = grub_cfg();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("grub.cfg");
+        std::fs::write(&p, &cfg).unwrap();
+        let out = std::process::Command::new("grub-script-check")
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for slot in ["A", "B"] {
+            assert!(cfg.contains(&format!(
+                "linux /{slot}/vmlinuz console=ttyS0,115200 keelson.slot={slot} panic=10\n"
+            )));
+            assert!(cfg.contains(&format!("initrd /{slot}/initramfs.img\n")));
+        }
+        // The one-shot entry is cleared and saved before the menu boots it.
+        let load = cfg.find("load_env").unwrap();
+        let save = cfg.find("save_env next_entry").unwrap();
+        assert!(load < save && save < cfg.find("menuentry").unwrap());
+    }
+}
