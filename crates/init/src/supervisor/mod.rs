@@ -47,10 +47,11 @@
 //! binary) is `Failed` with the cause in `last_error` and is retried at the
 //! capped delay forever, since the binary may appear later. Whatever is left
 //! in a service's process group when its main process exits is SIGKILLed.
-//! Stop sends SIGTERM to the group, waits the bounded timeout, then SIGKILL;
-//! a stopped service stays `Stopped` until [`Supervisor::restart`]. Every
-//! transition is one tracing line (`service=containerd state=running
-//! pid=123`) and one event on [`Supervisor::events`].
+//! Stop sends SIGTERM to the group, waits the bounded timeout (`Stopping`),
+//! then SIGKILL; a stopped service stays `Stopped` until
+//! [`Supervisor::restart`] (or `start` with a new spec). Every transition is
+//! one tracing line (`service=containerd state=running pid=123`) and one
+//! event on [`Supervisor::events`].
 //!
 //! # Logs
 //!
