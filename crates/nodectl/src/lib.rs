@@ -1,0 +1,20 @@
+//! `nodectl`, the operator's CLI for Keelson nodes, as a library: the
+//! binary (`src/main.rs`) only parses the command line and calls
+//! [`commands::run`]. The modules other code reuses:
+//!
+//! - [`secrets`]: the machine API's CA, client and node certificates, the
+//!   upgrade-signing key (pure generation, no I/O);
+//! - [`secrets_dir`]: the directory `nodectl gen secrets` writes;
+//! - [`contexts`]: the contexts file (endpoints and credentials, like a
+//!   kubeconfig) that API commands connect with;
+//! - [`output`]: `-o table|json|yaml` printing;
+//! - [`files`]: writing secret files (modes, no overwrite, atomic).
+
+pub mod cli;
+pub mod commands;
+pub mod contexts;
+pub mod files;
+pub mod output;
+pub mod secrets;
+pub mod secrets_dir;
+pub mod starting_config;
