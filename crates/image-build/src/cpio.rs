@@ -102,8 +102,7 @@ impl Archive {
 
     /// Writes the archive in newc format with every mtime set to `mtime`.
     pub fn write<W: Write>(&self, out: &mut W, mtime: u32) -> io::Result<()> {
-        let mut ino = 1u32;
-        for (path, e) in &self.entries {
+        for (ino, (path, e)) in (1u32..).zip(self.entries.iter()) {
             let (mode, nlink, data, rdev): (u32, u32, &[u8], (u32, u32)) = match &e.kind {
                 Kind::Dir => (0o040000 | e.perm, 2, &[], (0, 0)),
                 Kind::File(d) => (0o100000 | e.perm, 1, d.as_slice(), (0, 0)),
@@ -113,7 +112,6 @@ impl Archive {
             write_header(out, ino, mode, nlink, mtime, data.len(), rdev, path)?;
             out.write_all(data)?;
             pad(out, data.len())?;
-            ino += 1;
         }
         write_header(out, 0, 0, 1, 0, 0, (0, 0), "TRAILER!!!")
     }

@@ -213,7 +213,9 @@ mod tests {
         .unwrap();
 
         // libpcre2-8 is missing: the error names it and who needs it.
-        let err = closure(t, &[prog.clone()]).unwrap_err().to_string();
+        let err = closure(t, std::slice::from_ref(&prog))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("libpcre2-8.so.0"), "{err}");
         assert!(err.contains("libselinux.so.1"), "{err}");
 
