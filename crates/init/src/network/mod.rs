@@ -102,7 +102,7 @@ pub async fn apply_with(cfg: &Network, timing: &Timing) -> Result<NetworkState, 
     let nl = Netlink::connect().map_err(NetworkError::Netlink)?;
     let mut state = NetworkState::default();
     if let Err(err) = loopback_up(&nl).await {
-        tracing::error!(iface = "lo", error = %err, "loopback not up");
+        tracing::error!(iface = %"lo", error = %err, "loopback not up");
         let mut lo = IfaceState::new("lo".to_string());
         lo.add_error(err);
         state.interfaces.push(lo);
@@ -184,14 +184,6 @@ async fn configure(nl: &Netlink, cfg: &Interface, timing: &Timing) -> IfaceState
             st.add_error(e);
         }
     }
-    for route in &cfg.routes {
-        if let Err(e) = nl
-            .replace_route(link.index, name, &route.to, Some(route.via), route.metric)
-            .await
-        {
-            st.add_error(e);
-        }
-    }
     if cfg.dhcp {
         let mut rt = DhcpRuntime {
             link: LinkRef {
@@ -199,6 +191,7 @@ async fn configure(nl: &Netlink, cfg: &Interface, timing: &Timing) -> IfaceState
                 name: link.name.clone(),
                 mac: link.mac_bytes.clone(),
                 static_mtu: cfg.mtu,
+                static_routes: cfg.routes.clone(),
             },
             lease: None,
             renewals: 0,
@@ -210,11 +203,21 @@ async fn configure(nl: &Netlink, cfg: &Interface, timing: &Timing) -> IfaceState
                 rt.lease = Some(lease);
             }
             Err(e) => {
-                tracing::error!(iface = %name, dhcp = "no-lease", error = %e);
+                tracing::error!(iface = %name, dhcp = %"no-lease", error = %e);
                 st.add_error(e);
             }
         }
         st.runtime = Some(rt);
+    }
+    // After the lease: a gateway in the leased subnet is reachable only now
+    // (the renewal task installs them again after each new lease).
+    for route in &cfg.routes {
+        if let Err(e) = nl
+            .replace_route(link.index, name, &route.to, Some(route.via), route.metric)
+            .await
+        {
+            st.add_error(e);
+        }
     }
     match nl.global_addresses(link.index).await {
         Ok(addrs) => st.addresses = addrs,
@@ -267,7 +270,7 @@ pub async fn down_all() -> Result<Vec<String>, NetworkError> {
         for link in links.iter().filter(|l| !l.loopback && l.up) {
             match nl.set_up(link.index, &link.name, false).await {
                 Ok(()) => {
-                    tracing::info!(iface = %link.name, link = "down");
+                    tracing::info!(iface = %link.name, link = %"down");
                     downed.push(link.name.clone());
                 }
                 Err(e) => tracing::warn!(iface = %link.name, error = %e, "link not set down"),

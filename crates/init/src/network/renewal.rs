@@ -82,7 +82,7 @@ impl DhcpRenewal {
         let all = futures_util::future::join_all(tasks);
         if tokio::time::timeout(RELEASE_TIMEOUT, all).await.is_err() {
             tracing::warn!(
-                dhcp = "stop",
+                dhcp = %"stop",
                 "DHCP tasks did not stop within {RELEASE_TIMEOUT:?}"
             );
         }
@@ -165,7 +165,7 @@ impl Task {
         let client = match Client::new(&self.rt.link.name, self.rt.link.index, &self.rt.link.mac) {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(iface = %self.iface(), dhcp = "failed", error = %e);
+                tracing::error!(iface = %self.iface(), dhcp = %"failed", error = %e);
                 self.publish(Some(e.to_string())).await;
                 return;
             }
@@ -201,7 +201,7 @@ impl Task {
                     Outcome::Acquired(lease)
                 }
                 Err(e) => {
-                    tracing::warn!(iface = %self.iface(), dhcp = "no-lease", retry_s = backoff.as_secs_f32(), error = %e);
+                    tracing::warn!(iface = %self.iface(), dhcp = %"no-lease", retry_s = backoff.as_secs_f32(), error = %e);
                     tokio::time::sleep(*backoff).await;
                     *backoff = (*backoff * 2).min(self.timing.dhcp_retry_max);
                     Outcome::Failed(e.to_string())
@@ -214,7 +214,7 @@ impl Task {
             return Outcome::Failed("unreachable".into());
         };
         tokio::time::sleep_until(lease.obtained + times.renew).await;
-        tracing::debug!(iface = %self.iface(), dhcp = "renewing", server = %lease.offer.server);
+        tracing::debug!(iface = %self.iface(), dhcp = %"renewing", server = %lease.offer.server);
         match client
             .extend(&lease, true, lease.obtained + times.rebind)
             .await
@@ -222,10 +222,10 @@ impl Task {
             Ok(Some(new)) => return Outcome::Renewed(new),
             Ok(None) => {}
             Err(e @ DhcpError::Nak { .. }) => return Outcome::Lost(e.to_string()),
-            Err(e) => tracing::warn!(iface = %self.iface(), dhcp = "renew-failed", error = %e),
+            Err(e) => tracing::warn!(iface = %self.iface(), dhcp = %"renew-failed", error = %e),
         }
         tokio::time::sleep_until(lease.obtained + times.rebind).await;
-        tracing::info!(iface = %self.iface(), dhcp = "rebinding", addr = %lease.offer.address);
+        tracing::info!(iface = %self.iface(), dhcp = %"rebinding", addr = %lease.offer.address);
         match client
             .extend(&lease, false, lease.obtained + times.expiry)
             .await
@@ -254,7 +254,7 @@ impl Task {
         match new {
             Some(lease) => {
                 if let Err(e) = dhcp::install(&self.nl, &self.rt.link, old.as_ref(), &lease).await {
-                    tracing::error!(iface = %self.iface(), dhcp = "install-failed", error = %e);
+                    tracing::error!(iface = %self.iface(), dhcp = %"install-failed", error = %e);
                     self.publish(Some(e.to_string())).await;
                     return;
                 }
@@ -265,14 +265,25 @@ impl Task {
                 };
                 log_lease(self.iface(), event, &lease);
                 self.rt.lease = Some(lease);
-                self.publish(None).await;
+                let route_errors = dhcp::install_static_routes(&self.nl, &self.rt.link).await;
+                let route_error = (!route_errors.is_empty()).then(|| {
+                    route_errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                });
+                if let Some(err) = &route_error {
+                    tracing::error!(iface = %self.iface(), dhcp = %event, error = %err, "static routes not installed");
+                }
+                self.publish(route_error).await;
             }
             None => {
                 let err = err.unwrap_or_default();
-                tracing::warn!(iface = %self.iface(), dhcp = event, error = %err);
+                tracing::warn!(iface = %self.iface(), dhcp = %event, error = %err);
                 if let Some(old) = old {
                     if let Err(e) = dhcp::uninstall(&self.nl, &self.rt.link, &old).await {
-                        tracing::error!(iface = %self.iface(), dhcp = "uninstall-failed", error = %e);
+                        tracing::error!(iface = %self.iface(), dhcp = %"uninstall-failed", error = %e);
                     }
                 }
                 self.rt.lease = None;
@@ -285,12 +296,12 @@ impl Task {
         let Some(lease) = &self.rt.lease else { return };
         match client.release(lease).await {
             Ok(()) => {
-                tracing::info!(iface = %self.iface(), dhcp = "released", addr = %lease.offer.address)
+                tracing::info!(iface = %self.iface(), dhcp = %"released", addr = %lease.offer.address)
             }
-            Err(e) => tracing::warn!(iface = %self.iface(), dhcp = "release-failed", error = %e),
+            Err(e) => tracing::warn!(iface = %self.iface(), dhcp = %"release-failed", error = %e),
         }
         if let Err(e) = dhcp::uninstall(&self.nl, &self.rt.link, lease).await {
-            tracing::warn!(iface = %self.iface(), dhcp = "uninstall-failed", error = %e);
+            tracing::warn!(iface = %self.iface(), dhcp = %"uninstall-failed", error = %e);
         }
     }
 
@@ -344,7 +355,7 @@ pub(crate) fn log_lease(iface: &str, event: &str, lease: &Lease) {
         .join(",");
     tracing::info!(
         iface = %iface,
-        dhcp = event,
+        dhcp = %event,
         addr = %format!("{}/{}", o.address, o.prefix),
         router = %o.router.map(|r| r.to_string()).unwrap_or_default(),
         dns = %dns,

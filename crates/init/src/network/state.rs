@@ -94,6 +94,9 @@ pub(crate) struct LinkRef {
     pub mac: Vec<u8>,
     /// The MTU from the config; a DHCP MTU option never overrides it.
     pub static_mtu: Option<u32>,
+    /// The config's routes on this link, (re)installed after each lease:
+    /// a gateway in the leased subnet is only reachable once it is there.
+    pub static_routes: Vec<machine_config::schema::Route>,
 }
 
 impl NetworkState {

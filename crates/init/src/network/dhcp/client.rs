@@ -226,7 +226,7 @@ impl Client {
                 }
             }
             let Some(offer) = offer else { break };
-            tracing::debug!(iface = %self.iface, dhcp = "offer", addr = %offer.address, server = %offer.server);
+            tracing::debug!(iface = %self.iface, dhcp = %"offer", addr = %offer.address, server = %offer.server);
             stage = format!(
                 "OFFER of {} from {} but no ACK",
                 offer.address, offer.server
@@ -254,7 +254,7 @@ impl Client {
                 match self.await_reply(xid, until, from_server).await? {
                     Some(Reply::Ack(ack)) => return Ok(self.lease(ack)),
                     Some(Reply::Nak(message)) => {
-                        tracing::warn!(iface = %self.iface, dhcp = "nak", server = %offer.server, message = message.as_deref().unwrap_or(""));
+                        tracing::warn!(iface = %self.iface, dhcp = %"nak", server = %offer.server, message = %message.as_deref().unwrap_or(""));
                         break;
                     }
                     _ => {}

@@ -64,6 +64,28 @@ pub async fn install(
     Ok(())
 }
 
+/// (Re)installs the config's routes of `link` (after a lease: a gateway in
+/// the leased subnet is reachable only then, and losing the address took
+/// them away). Returns every failure.
+pub async fn install_static_routes(nl: &Netlink, link: &LinkRef) -> Vec<NlError> {
+    let mut errors = Vec::new();
+    for route in &link.static_routes {
+        if let Err(e) = nl
+            .replace_route(
+                link.index,
+                &link.name,
+                &route.to,
+                Some(route.via),
+                route.metric,
+            )
+            .await
+        {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
 async fn remove_route(nl: &Netlink, link: &LinkRef, lease: &Lease) -> Result<(), NlError> {
     match lease.offer.router {
         Some(router) => {

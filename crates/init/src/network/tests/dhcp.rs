@@ -94,6 +94,16 @@ fn addrs(ns: &Netns) -> Vec<String> {
         .collect()
 }
 
+/// Whether the config's static route is in namespace `ns`.
+fn static_route(ns: &str) -> bool {
+    let out = super::netns::run(
+        "ip",
+        &["-n", ns, "-j", "-4", "route", "show", "10.200.0.0/16"],
+    );
+    let r: Value = serde_json::from_str(&out).unwrap();
+    r[0]["gateway"] == "10.77.0.1" && r[0]["metric"] == 7
+}
+
 fn default_route(ns: &Netns) -> Option<Value> {
     ns.ip_json(&["-4", "route", "show", "default"])
         .as_array()
@@ -126,6 +136,7 @@ fn dhcp_lease_is_applied_renewed_lost_regained_and_released() {
     if !can_run("dhcp_lease_is_applied_renewed_lost_regained_and_released") {
         return;
     }
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let client_ns = Netns::new("dhcpc");
     let server_ns = Netns::new("dhcps");
     client_ns.ip(&["link", "add", "kn0", "type", "veth", "peer", "name", "kn0p"]);
@@ -139,6 +150,12 @@ fn dhcp_lease_is_applied_renewed_lost_regained_and_released() {
         interfaces: vec![Interface {
             name: Some("kn0".into()),
             dhcp: true,
+            // Its gateway is in the leased subnet: installed after each lease.
+            routes: vec![machine_config::schema::Route {
+                to: "10.200.0.0/16".parse().unwrap(),
+                via: "10.77.0.1".parse().unwrap(),
+                metric: Some(7),
+            }],
             ..Default::default()
         }],
         ..Default::default()
@@ -171,6 +188,10 @@ fn dhcp_lease_is_applied_renewed_lost_regained_and_released() {
     let route = default_route(&client_ns).expect("default route");
     assert_eq!(route["gateway"], "10.77.0.1");
     assert_eq!(route["metric"], DHCP_ROUTE_METRIC);
+    assert!(
+        static_route(&client_ns.name),
+        "static route missing after the first lease"
+    );
     assert_eq!(
         client_ns.ip_json(&["link", "show", "dev", "kn0"])[0]["mtu"],
         1400
@@ -184,6 +205,7 @@ fn dhcp_lease_is_applied_renewed_lost_regained_and_released() {
     // The rest runs in the client namespace with the renewal tasks.
     let server_log = client_ns.block_on({
         let server_ns_name = server_ns.name.clone();
+        let client_ns_name = client_ns.name.clone();
         let dir = dir.path().to_path_buf();
         move || async move {
             let renewal = spawn_dhcp_renewal(&state, &timing).unwrap();
@@ -240,6 +262,10 @@ fn dhcp_lease_is_applied_renewed_lost_regained_and_released() {
             .await;
             assert_eq!(st.interfaces[0].dhcp.as_ref().unwrap().renewals, 0);
             assert_eq!(st.interfaces[0].error, None);
+            assert!(
+                static_route(&client_ns_name),
+                "static route not reinstalled"
+            );
             assert!(dns.has_changed().unwrap());
             assert_eq!(dns.borrow_and_update().nameservers.len(), 2);
 

@@ -5,4 +5,5 @@
 
 mod dhcp;
 mod netns;
+mod slirp;
 mod static_config;
