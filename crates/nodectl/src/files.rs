@@ -43,10 +43,21 @@ fn list(paths: &[PathBuf]) -> String {
 }
 
 /// Creates `dir` (and its parents) if needed; a directory we create gets
-/// mode 0700. An existing directory keeps its mode.
+/// mode 0700. An existing directory keeps its mode, with a warning when
+/// others than its owner may enter it.
 pub fn create_private_dir(dir: &Path) -> Result<(), WriteError> {
-    if dir.is_dir() {
-        return Ok(());
+    if let Ok(meta) = fs::metadata(dir) {
+        if meta.is_dir() {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    mode = format!("{mode:04o}"),
+                    "secrets directory is accessible to other users; consider chmod 700"
+                );
+            }
+            return Ok(());
+        }
     }
     fs::DirBuilder::new()
         .recursive(true)

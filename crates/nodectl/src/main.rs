@@ -5,6 +5,7 @@
 //! exit status: 0 success, 1 invalid input, 2 usage or I/O error. The
 //! commands live in the `nodectl` library (`src/lib.rs`).
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -16,6 +17,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .with_target(false)
         .init();
 
     let cli = cli::Cli::parse();

@@ -471,3 +471,50 @@ fn public_key_matches(cert_pem: &str, key: &KeyPair) -> bool {
     };
     cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn a_ca_read_back_from_pem_issues_and_a_foreign_key_is_refused() {
+        let ca = CertificateAuthority::generate("test CA", Validity::days_from_now(1)).unwrap();
+        let again = CertificateAuthority::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
+        let node = again
+            .issue_node(&NodeTemplate::default(), "node1", &["10.0.0.5".into()])
+            .unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(node.cert_pem.as_bytes()).unwrap();
+        let cert = pem.parse_x509().unwrap();
+        let (_, ca_pem) = x509_parser::pem::parse_x509_pem(ca.cert_pem().as_bytes()).unwrap();
+        let ca_cert = ca_pem.parse_x509().unwrap();
+        assert_eq!(cert.issuer(), ca_cert.subject());
+
+        let other = CertificateAuthority::generate("other", Validity::days_from_now(1)).unwrap();
+        let err = CertificateAuthority::from_pem(ca.cert_pem(), other.key_pem()).unwrap_err();
+        assert!(err.to_string().contains("public keys differ"), "{err}");
+        assert!(CertificateAuthority::from_pem("junk", ca.key_pem()).is_err());
+        assert!(CertificateAuthority::from_pem(ca.cert_pem(), "junk").is_err());
+    }
+
+    #[test]
+    fn bad_names_and_upgrade_keys_round_trip() {
+        let ca = CertificateAuthority::generate("test CA", Validity::days_from_now(1)).unwrap();
+        let err = ca
+            .issue_node(&NodeTemplate::default(), "node1", &["not a name".into()])
+            .unwrap_err();
+        assert!(
+            matches!(err, SecretsError::BadName(ref n) if n == "not a name"),
+            "{err}"
+        );
+
+        let key = UpgradeSigningKey::generate().unwrap();
+        let back = UpgradeSigningKey::from_pkcs8_pem(&key.to_pkcs8_pem().unwrap()).unwrap();
+        assert_eq!(back.public_base64(), key.public_base64());
+        assert!(!format!("{key:?}").contains("PRIVATE"));
+        assert!(
+            UpgradeSigningKey::from_pkcs8_pem(ca.key_pem()).is_err(),
+            "a P-256 key is not ed25519"
+        );
+    }
+}
