@@ -181,7 +181,9 @@ impl ControlPlane {
         )?;
         let apiserver_crt = write("apiserver.crt", &serving.cert_pem)?;
         let apiserver_key = write("apiserver.key", &serving.key_pem)?;
-        let sa_key = write("service-account.key", &pki::service_account_key()?)?;
+        let (sa_private, sa_public) = pki::service_account_key()?;
+        let sa_key = write("service-account.key", &sa_private)?;
+        let sa_pub = write("service-account.pub", &sa_public)?;
 
         let api_port = free_port()?;
         let server = format!("https://127.0.0.1:{api_port}");
@@ -245,7 +247,6 @@ impl ControlPlane {
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--advertise-address={guest_ip}"))
             .arg(format!("--secure-port={api_port}"))
-            .arg("--insecure-port=0")
             .arg(format!(
                 "--cert-dir={}",
                 dir.join("apiserver-certs").display()
@@ -255,7 +256,7 @@ impl ControlPlane {
             .arg(path_flag("--client-ca-file", &ca_crt))
             .arg(path_flag("--token-auth-file", &token_file))
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
-            .arg(path_flag("--service-account-key-file", &sa_key))
+            .arg(path_flag("--service-account-key-file", &sa_pub))
             .arg(path_flag("--service-account-signing-key-file", &sa_key))
             .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
             .arg("--authorization-mode=Node,RBAC")

@@ -121,10 +121,12 @@ impl Ca {
     }
 }
 
-/// A new private key (PEM, PKCS#8) for signing service-account tokens.
-pub fn service_account_key() -> Result<String, PkiError> {
+/// A new key pair for signing service-account tokens: (private key PEM
+/// PKCS#8, public key PEM). The API server reads only public keys (or
+/// PKCS#1/SEC1 private keys) from `--service-account-key-file`.
+pub fn service_account_key() -> Result<(String, String), PkiError> {
     KeyPair::generate()
-        .map(|k| k.serialize_pem())
+        .map(|k| (k.serialize_pem(), k.public_key_pem()))
         .map_err(|source| PkiError {
             what: "service-account signing key".into(),
             source,
