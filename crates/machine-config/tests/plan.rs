@@ -43,6 +43,50 @@ fn cfg(yaml: &str) -> MachineConfig {
     serde_saphyr::from_str(yaml).expect("test config parses")
 }
 
+fn example(name: &str) -> MachineConfig {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    let bytes = std::fs::read(&path).unwrap();
+    machine_config::parse::parse(&bytes)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .config
+}
+
+/// Compares `text` with `tests/golden/plan/<name>.txt` (`UPDATE_GOLDEN=1`
+/// rewrites it).
+fn check_golden(name: &str, text: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/plan")
+        .join(format!("{name}.txt"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        text,
+        want,
+        "{} differs (UPDATE_GOLDEN=1 to rewrite)",
+        path.display()
+    );
+}
+
+#[test]
+fn example_plans_read_as_golden() {
+    let minimal = example("minimal.yaml");
+    let node = example("node.yaml");
+    check_golden("first-node", &plan(None, &node).to_string());
+    let up = plan(Some(&minimal), &node);
+    check_golden("minimal-to-node", &up.to_string());
+    assert!(
+        up.needs_reboot(),
+        "node.yaml adds kernel args and an install disk"
+    );
+    let down = plan(Some(&node), &minimal);
+    check_golden("node-to-minimal", &down.to_string());
+}
+
 #[test]
 fn same_config_plans_nothing() {
     let c = cfg(BASE);
@@ -260,4 +304,32 @@ reboot  install disk: /dev/vda -> /dev/vdb (wipe) (used when the node next insta
 live    network interface eth0: no longer configured (its addresses and routes are removed)
 "
     );
+}
+
+#[test]
+fn trusted_keys_are_named_by_fingerprint_whatever_their_encoding() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let spki = "MCowBQYDK2VwAyEA03f05i7dPSezzxoIE+lKR4Fx+n5wbwYvvimMy6pmxIM=";
+    let pem = format!("-----BEGIN PUBLIC KEY-----\n{spki}\n-----END PUBLIC KEY-----\n");
+    let raw = b64.encode(&b64.decode(spki).unwrap()[12..]);
+    let mut old = cfg(BASE);
+    old.machine.trusted_upgrade_keys = vec![pem];
+    let mut new = old.clone();
+    new.machine.trusted_upgrade_keys = vec![raw.clone()];
+    assert!(
+        plan(Some(&old), &new).is_empty(),
+        "same key, other encoding"
+    );
+
+    let other = b64.encode([7u8; 32]);
+    new.machine.trusted_upgrade_keys = vec![other.clone()];
+    let p = plan(Some(&old), &new);
+    let lines: Vec<String> = p.to_string().lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "{p}");
+    assert!(lines[0].starts_with("live    trusted upgrade key: - ed25519:"));
+    assert!(lines[0].ends_with(" (bundles signed only by it are refused)"));
+    assert!(lines[1].starts_with("live    trusted upgrade key: + ed25519:"));
+    let text = p.to_string();
+    assert!(!text.contains(&raw) && !text.contains(&other) && !text.contains("MCow"));
 }

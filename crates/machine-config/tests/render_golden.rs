@@ -230,6 +230,27 @@ fn golden_user_kubeconfig_ipv6_pods() {
     check_golden("kubeconfig", &cfg(KUBECONFIG), &NodeFacts::default());
 }
 
+/// The shipped examples: what an operator copying them gets on the node.
+fn example(name: &str) -> MachineConfig {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    let bytes = fs::read(&path).unwrap();
+    machine_config::parse::parse(&bytes)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .config
+}
+
+#[test]
+fn golden_examples() {
+    check_golden("example-node", &example("node.yaml"), &dhcp_facts());
+    check_golden(
+        "example-minimal",
+        &example("minimal.yaml"),
+        &NodeFacts::default(),
+    );
+}
+
 fn containerd_toml(config: &MachineConfig) -> toml::Table {
     render::containerd::config_toml(config)
         .unwrap()
