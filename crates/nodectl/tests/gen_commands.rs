@@ -236,6 +236,16 @@ fn gen_config_validates_and_embeds_the_node_material() {
     assert_eq!(cfg.config.machine.hostname, "worker-1");
     assert!(cfg.config.machine.certificates.is_none());
     assert!(cfg.config.network.interfaces[0].dhcp);
+    // The values the template spells out are the crate's defaults, so its
+    // comments do not drift from the schema.
+    use machine_config::schema::{Api, Cni, Containerd, Kubelet, Shutdown, Upgrade};
+    assert_eq!(cfg.config.containerd, Containerd::default());
+    assert_eq!(cfg.config.cni, Cni::default());
+    assert_eq!(cfg.config.kubelet, Kubelet::default());
+    assert_eq!(cfg.config.shutdown, Shutdown::default());
+    assert_eq!(cfg.config.upgrade, Upgrade::default());
+    assert_eq!(cfg.config.api, Api::default());
+    assert!(cfg.config.kubernetes.is_none());
 
     // With secrets, static addresses and a gateway.
     assert_eq!(
