@@ -185,4 +185,45 @@ mod tests {
         st.interfaces.clear();
         assert_eq!(st.first_address(), None);
     }
+
+    #[test]
+    fn state_serializes_for_the_api_without_runtime_details() {
+        let mut a = IfaceState::new("eth0".into());
+        a.mac = Some("52:54:00:12:34:56".into());
+        a.addresses = vec!["10.0.2.15/24".parse().unwrap()];
+        a.error =
+            Some("add route 10.1.0.0/16 via 10.9.9.9 dev eth0: Network is unreachable".into());
+        a.runtime = Some(DhcpRuntime {
+            link: LinkRef {
+                index: 2,
+                name: "eth0".into(),
+                mac: vec![0x52, 0x54, 0, 0x12, 0x34, 0x56],
+                static_mtu: None,
+                static_routes: vec![],
+            },
+            lease: None,
+            renewals: 0,
+            base_error: None,
+        });
+        let st = NetworkState {
+            interfaces: vec![a],
+            nameservers: vec!["10.0.2.3".parse().unwrap()],
+            search: vec!["lab.test".into()],
+        };
+        let v = serde_json::to_value(&st).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "interfaces": [{
+                    "name": "eth0",
+                    "mac": "52:54:00:12:34:56",
+                    "addresses": ["10.0.2.15/24"],
+                    "dhcp": null,
+                    "error": "add route 10.1.0.0/16 via 10.9.9.9 dev eth0: Network is unreachable"
+                }],
+                "nameservers": ["10.0.2.3"],
+                "search": ["lab.test"]
+            })
+        );
+    }
 }

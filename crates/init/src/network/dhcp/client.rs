@@ -198,6 +198,7 @@ impl Client {
     ) -> Result<Lease, DhcpError> {
         let started = Instant::now();
         let mut stage = "no OFFER".to_string();
+        self.sock.drain();
         while Instant::now() < deadline {
             let xid = new_xid();
             // DISCOVER until an OFFER arrives.
@@ -291,6 +292,7 @@ impl Client {
         let started = Instant::now();
         let xid = new_xid();
         let ciaddr = lease.offer.address;
+        self.sock.drain();
         let udp = if unicast {
             Some(socket::unicast_socket(&self.iface).map_err(|e| self.io(e))?)
         } else {

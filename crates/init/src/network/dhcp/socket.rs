@@ -163,6 +163,27 @@ impl PacketSocket {
         Ok(())
     }
 
+    /// Discards every queued packet: between exchanges the socket keeps
+    /// receiving (other clients' broadcast replies on a busy segment), and a
+    /// full queue would drop the reply to the next request.
+    pub fn drain(&self) {
+        let mut buf = [0u8; 64];
+        loop {
+            // SAFETY: `buf` is valid for its length; MSG_DONTWAIT never blocks.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.get_ref().as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                )
+            };
+            if n < 0 {
+                return; // EAGAIN (empty) or an error the next recv reports
+            }
+        }
+    }
+
     /// Waits for the next UDP datagram to port 68 arriving on the interface
     /// (frames this host sent are skipped, as are malformed packets).
     pub async fn recv(&self) -> io::Result<Datagram> {
