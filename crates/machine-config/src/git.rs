@@ -6,7 +6,8 @@
 //! `refs/heads/main`; annotated tags are peeled to their commit), or a
 //! commit id, full or abbreviated (at least 4 hex digits, unambiguous).
 //! A name that is both a ref and a hex prefix resolves as the ref, as in
-//! git. The repository's and the user's git configuration do not change
+//! git. Revision expressions (`main~1`, `v1^{tree}`) are not refs and are
+//! reported as not found. The repository's and the user's git configuration do not change
 //! the result: the repository is opened isolated from the environment.
 
 use std::path::Path;

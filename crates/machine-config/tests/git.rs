@@ -213,3 +213,28 @@ fn a_tag_of_a_tree_is_not_a_commit_and_links_are_not_files() {
         "{err}"
     );
 }
+
+#[test]
+fn an_ambiguous_short_id_is_refused_not_guessed() {
+    let f = fixture();
+    // Enough blobs that two ids share their first 4 hex digits.
+    let dir = f.repo.join("many");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..1500 {
+        std::fs::write(dir.join(format!("{i}")), format!("{i}\n")).unwrap();
+    }
+    git(&f.repo, &["add", "many"]);
+    git(&f.repo, &["commit", "-q", "-m", "many"]);
+    let ids = git(&f.repo, &["rev-list", "--objects", "--all"]);
+    let mut seen = std::collections::HashMap::new();
+    let prefix = ids
+        .lines()
+        .map(|l| l[..4].to_string())
+        .find(|p| seen.insert(p.clone(), ()).is_some())
+        .expect("1500 objects share a 4-digit prefix");
+    let err = read_at_ref(&f.repo, &prefix, "nodes/worker-1.yaml").unwrap_err();
+    assert!(matches!(err, GitError::AmbiguousRef { .. }), "{err}");
+    assert!(err
+        .to_string()
+        .contains("is an ambiguous abbreviated id (give more hex digits)"));
+}

@@ -205,7 +205,8 @@ pub fn node_ip(cfg: &MachineConfig, facts: &NodeFacts) -> Option<IpAddr> {
     facts.node_ip
 }
 
-/// Every file the node writes under `/etc`, in a fixed order: hostname,
+/// Every file the node writes from its config (under `/etc`, plus
+/// `machine.files` which may also be under `/var`), in a fixed order: hostname,
 /// hosts, resolv.conf, containerd's config and registry hosts, the CNI
 /// bridge (when enabled), kubelet's files (when kubelet is enabled), then
 /// `machine.files` in config order. A `machine.files` entry may not replace
