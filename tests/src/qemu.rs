@@ -150,6 +150,8 @@ pub struct Vm {
     console: Console,
     qmp_socket: PathBuf,
     started: Instant,
+    /// Console lines already handed to a streaming callback.
+    streamed: usize,
 }
 
 impl Vm {
@@ -211,6 +213,7 @@ impl Vm {
             console: Console::new(&console_path, started),
             qmp_socket,
             started,
+            streamed: 0,
         })
     }
 
@@ -252,9 +255,25 @@ impl Vm {
         re: &Regex,
         timeout: Duration,
     ) -> Result<ConsoleLine, VmError> {
+        self.wait_for_regex_streaming(re, timeout, |_| {})
+    }
+
+    /// [`Vm::wait_for_regex`], calling `on_line` with every console line
+    /// not streamed before (in order, each line once over the VM's life),
+    /// as it arrives.
+    pub fn wait_for_regex_streaming(
+        &mut self,
+        re: &Regex,
+        timeout: Duration,
+        mut on_line: impl FnMut(&ConsoleLine),
+    ) -> Result<ConsoleLine, VmError> {
         let deadline = Instant::now() + timeout;
         loop {
             self.console.poll();
+            for line in &self.console.lines()[self.streamed..] {
+                on_line(line);
+            }
+            self.streamed = self.console.lines().len();
             if let Some(Fault { kind, line }) = self.console.fault().cloned() {
                 return Err(VmError::GuestFault {
                     kind,

@@ -87,6 +87,16 @@ impl Cluster {
     /// `out/keelson.raw` joined to it as node `node_name`; `relay` is the
     /// `keelson-relay` binary. Returns once QEMU runs.
     pub fn start(node_name: &str, relay: &Path) -> Result<Cluster, ScenarioError> {
+        Cluster::start_with(node_name, relay, |_| {})
+    }
+
+    /// [`Cluster::start`], with `customize` changing the node's config
+    /// after it was patched for the control plane.
+    pub fn start_with(
+        node_name: &str,
+        relay: &Path,
+        customize: impl FnOnce(&mut MachineConfig),
+    ) -> Result<Cluster, ScenarioError> {
         let image = artifacts::disk_image()?;
         let work = WorkDir::new()?;
         let cp_dir = work.path().join("control-plane");
@@ -102,7 +112,8 @@ impl Cluster {
             // start() made a token for every name it was given.
             token: cp.node_token(node_name).unwrap_or_default().to_string(),
         };
-        let config = node_config::test_node_config(&access)?;
+        let mut config = node_config::test_node_config(&access)?;
+        customize(&mut config);
         let yaml = node_config::to_yaml(&config)?;
         tracing::info!(image = %image.display(), "preparing the node's disk");
         let disk = TestDisk::prepare(&image, &vm_dir, Some(&yaml), DEFAULT_DISK_SIZE)?;
