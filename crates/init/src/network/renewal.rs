@@ -152,7 +152,8 @@ enum Outcome {
     Acquired(Lease),
     Renewed(Lease),
     Rebound(Lease),
-    Lost(String),
+    /// The lease is gone: `event` is `nak` (refused) or `expired`.
+    Lost(&'static str, String),
     Failed(String),
 }
 
@@ -221,7 +222,7 @@ impl Task {
         {
             Ok(Some(new)) => return Outcome::Renewed(new),
             Ok(None) => {}
-            Err(e @ DhcpError::Nak { .. }) => return Outcome::Lost(e.to_string()),
+            Err(e @ DhcpError::Nak { .. }) => return Outcome::Lost("nak", e.to_string()),
             Err(e) => tracing::warn!(iface = %self.iface(), dhcp = %"renew-failed", error = %e),
         }
         tokio::time::sleep_until(lease.obtained + times.rebind).await;
@@ -231,11 +232,15 @@ impl Task {
             .await
         {
             Ok(Some(new)) => Outcome::Rebound(new),
-            Ok(None) => Outcome::Lost(format!(
-                "lease of {} expired: no server answered RENEW or REBIND",
-                lease.offer.address
-            )),
-            Err(e) => Outcome::Lost(e.to_string()),
+            Ok(None) => Outcome::Lost(
+                "expired",
+                format!(
+                    "lease of {} expired: no server answered RENEW or REBIND",
+                    lease.offer.address
+                ),
+            ),
+            Err(e @ DhcpError::Nak { .. }) => Outcome::Lost("nak", e.to_string()),
+            Err(e) => Outcome::Lost("expired", e.to_string()),
         }
     }
 
@@ -245,7 +250,7 @@ impl Task {
             Outcome::Acquired(l) => ("bound", Some(l), None),
             Outcome::Renewed(l) => ("renewed", Some(l), None),
             Outcome::Rebound(l) => ("rebound", Some(l), None),
-            Outcome::Lost(e) => ("expired", None, Some(e)),
+            Outcome::Lost(event, e) => (event, None, Some(e)),
             Outcome::Failed(e) => {
                 self.publish(Some(e)).await;
                 return;

@@ -2,7 +2,8 @@
 //! the other end of a veth pair. Covers the first lease (address, prefix,
 //! router, MTU, DNS options), renewal (leases capped at 6 s so T1 comes at
 //! 3 s), expiry when the server is gone (address and route removed, DNS
-//! facts change), rediscovery when it is back, and RELEASE at stop.
+//! facts change), rediscovery when it is back, a NAK when the network is
+//! renumbered (new address, old one removed), and RELEASE at stop.
 //! dnsmasq runs with `--no-ping` (its ping check of a new address would
 //! delay every OFFER by 3 s).
 
@@ -24,33 +25,45 @@ struct Dnsmasq {
 }
 
 impl Dnsmasq {
-    fn start(ns: &str, dir: &Path) -> Dnsmasq {
-        let log = dir.join("dnsmasq.log");
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-            ])
-            .args([
-                "--port=0",
-                "--interface=kn0p",
-                "--bind-interfaces",
-                "--user=root",
-                "--log-dhcp",
-                "--no-ping",
-            ])
-            .arg("--dhcp-range=10.77.0.50,10.77.0.60,255.255.255.0,2m")
-            .arg("--dhcp-option=option:router,10.77.0.1")
-            .arg("--dhcp-option=option:dns-server,10.77.0.53,10.77.0.54")
-            .arg("--dhcp-option=option:domain-search,corp.test,lab.test")
-            .arg("--dhcp-option=option:mtu,1400")
-            .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
-            .arg(format!("--log-facility={}", log.display()))
-            .arg(format!("--pid-file={}", dir.join("pid").display()))
+    /// Starts run `run` (its own log and lease file) handing out `range`;
+    /// `authoritative` makes it NAK requests for addresses it does not know.
+    fn start(ns: &str, dir: &Path, run: &str, range: &str, authoritative: bool) -> Dnsmasq {
+        let log = dir.join(format!("dnsmasq-{run}.log"));
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            ns,
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+        ])
+        .args([
+            "--port=0",
+            "--interface=kn0p",
+            "--bind-interfaces",
+            "--user=root",
+            "--log-dhcp",
+            "--no-ping",
+        ])
+        .arg(format!("--dhcp-range={range},255.255.255.0,2m"))
+        .arg("--dhcp-option=option:router,10.77.0.1")
+        .arg("--dhcp-option=option:dns-server,10.77.0.53,10.77.0.54")
+        .arg("--dhcp-option=option:domain-search,corp.test,lab.test")
+        .arg("--dhcp-option=option:mtu,1400")
+        .arg(format!(
+            "--dhcp-leasefile={}",
+            dir.join(format!("leases-{run}")).display()
+        ))
+        .arg(format!("--log-facility={}", log.display()))
+        .arg(format!(
+            "--pid-file={}",
+            dir.join(format!("pid-{run}")).display()
+        ));
+        if authoritative {
+            cmd.arg("--dhcp-authoritative");
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .spawn()
             .expect("start dnsmasq (package dnsmasq-base, scripts/install-deps.sh)");
@@ -144,7 +157,13 @@ fn dhcp_lease_is_applied_renewed_lost_regained_and_released() {
     server_ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "kn0p"]);
     server_ns.ip(&["link", "set", "kn0p", "up"]);
     let dir = tempfile::tempdir().unwrap();
-    let server = Dnsmasq::start(&server_ns.name, dir.path());
+    let server = Dnsmasq::start(
+        &server_ns.name,
+        dir.path(),
+        "1",
+        "10.77.0.50,10.77.0.60",
+        false,
+    );
 
     let cfg = Network {
         interfaces: vec![Interface {
@@ -255,7 +274,7 @@ fn dhcp_lease_is_applied_renewed_lost_regained_and_released() {
             assert!(dns.borrow_and_update().nameservers.is_empty());
 
             // Server back: rediscovery (retry pause capped at 1 s) gets a lease again.
-            let server = Dnsmasq::start(&server_ns_name, &dir);
+            let server = Dnsmasq::start(&server_ns_name, &dir, "2", "10.77.0.50,10.77.0.60", false);
             let st = wait_state(&mut rx, Duration::from_secs(15), "a new lease", |s| {
                 s.interfaces[0].dhcp.is_some()
             })
@@ -269,6 +288,53 @@ fn dhcp_lease_is_applied_renewed_lost_regained_and_released() {
             assert!(dns.has_changed().unwrap());
             assert_eq!(dns.borrow_and_update().nameservers.len(), 2);
 
+            let second_log = server.stop();
+
+            // The network is renumbered: an authoritative server that does
+            // not know the lease NAKs the next RENEW; the client drops the
+            // old address and discovers a new one (and its static route).
+            let server =
+                Dnsmasq::start(&server_ns_name, &dir, "3", "10.77.0.100,10.77.0.110", true);
+            let st = wait_state(
+                &mut rx,
+                Duration::from_secs(15),
+                "a lease in the new range",
+                |s| {
+                    s.interfaces[0]
+                        .dhcp
+                        .as_ref()
+                        .is_some_and(|l| l.address.to_string().starts_with("10.77.0.1"))
+                },
+            )
+            .await;
+            let new_addr = st.interfaces[0].dhcp.as_ref().unwrap().address;
+            assert_eq!(
+                st.interfaces[0].addresses,
+                vec![new_addr],
+                "old address kept: {st:#?}"
+            );
+            let out = super::netns::run(
+                "ip",
+                &[
+                    "-n",
+                    &client_ns_name,
+                    "-j",
+                    "-4",
+                    "addr",
+                    "show",
+                    "dev",
+                    "kn0",
+                ],
+            );
+            assert!(
+                out.contains(&new_addr.addr.to_string()) && !out.contains("10.77.0.5"),
+                "{out}"
+            );
+            assert!(
+                static_route(&client_ns_name),
+                "static route not reinstalled after renumbering"
+            );
+
             // Stop with release: the server hears DHCPRELEASE.
             renewal.stop(true).await;
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -276,10 +342,10 @@ fn dhcp_lease_is_applied_renewed_lost_regained_and_released() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             eprintln!("lease lost {lost_after:?} after the server stopped");
-            (log_before, server.stop())
+            (log_before, second_log, server.stop())
         }
     });
-    let (first_run, second_run) = server_log;
+    let (first_run, second_run, third_run) = server_log;
     // The server saw the initial exchange and at least two renewals.
     assert!(first_run.contains("DHCPDISCOVER(kn0p)"), "{first_run}");
     assert!(
@@ -293,9 +359,13 @@ fn dhcp_lease_is_applied_renewed_lost_regained_and_released() {
         2,
         "{first_run}"
     );
-    // ...then the rediscovery and the release.
+    // The restarted server saw the rediscovery.
+    assert!(second_run.contains("DHCPDISCOVER(kn0p)"), "{second_run}");
     assert!(second_run.contains("DHCPACK(kn0p)"), "{second_run}");
-    assert!(second_run.contains("DHCPRELEASE(kn0p)"), "{second_run}");
+    // The renumbered one refused the RENEW, granted a new lease, then heard the release.
+    assert!(third_run.contains("DHCPNAK(kn0p)"), "{third_run}");
+    assert!(third_run.contains("DHCPACK(kn0p) 10.77.0.1"), "{third_run}");
+    assert!(third_run.contains("DHCPRELEASE(kn0p)"), "{third_run}");
     assert!(
         addrs(&client_ns).is_empty(),
         "released address still on kn0"
