@@ -10,7 +10,7 @@
 //! nameservers or search domains do, so init re-renders resolv.conf exactly
 //! when needed.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,6 +122,8 @@ pub fn spawn_dhcp_renewal(
             timing: timing.clone(),
             nl: nl.clone(),
             publisher: shared.clone(),
+            retry_pause: None,
+            previous: None,
         };
         tasks.push(tokio::spawn(task.run(stop_rx.clone())));
     }
@@ -145,6 +147,10 @@ struct Task {
     timing: Timing,
     nl: Netlink,
     publisher: Arc<Publisher>,
+    /// Pause before the next discovery attempt after a failed one.
+    retry_pause: Option<Duration>,
+    /// The last address held, asked for again when rediscovering.
+    previous: Option<Ipv4Addr>,
 }
 
 /// What happened to a lease during one step.
@@ -171,9 +177,8 @@ impl Task {
                 return;
             }
         };
-        let mut backoff = RETRY_START;
         loop {
-            let step = self.step(&client, &mut backoff);
+            let step = self.step(&client);
             let outcome = tokio::select! {
                 outcome = step => Some(outcome),
                 _ = stop.wait_for(|s| *s != Stop::Run) => None,
@@ -192,27 +197,20 @@ impl Task {
 
     /// One step of the lease's life: acquire when there is none, else wait
     /// for T1 and renew, rebind, or lose it.
-    async fn step(&self, client: &Client, backoff: &mut Duration) -> Outcome {
+    async fn step(&self, client: &Client) -> Outcome {
         let Some(lease) = self.rt.lease.clone() else {
+            if let Some(pause) = self.retry_pause {
+                tokio::time::sleep(pause).await;
+            }
             let deadline = Instant::now() + self.timing.dhcp_boot;
-            let previous = None;
-            return match client.acquire(deadline, previous).await {
-                Ok(lease) => {
-                    *backoff = RETRY_START;
-                    Outcome::Acquired(lease)
-                }
-                Err(e) => {
-                    tracing::warn!(iface = %self.iface(), dhcp = %"no-lease", retry_s = backoff.as_secs_f32(), error = %e);
-                    tokio::time::sleep(*backoff).await;
-                    *backoff = (*backoff * 2).min(self.timing.dhcp_retry_max);
-                    Outcome::Failed(e.to_string())
-                }
+            return match client.acquire(deadline, self.previous).await {
+                Ok(lease) => Outcome::Acquired(lease),
+                Err(e) => Outcome::Failed(e.to_string()),
             };
         };
         let Some(times) = lease.times(self.timing.max_lease) else {
             // An infinite lease: nothing to renew, ever.
-            std::future::pending::<()>().await;
-            return Outcome::Failed("unreachable".into());
+            return std::future::pending::<Outcome>().await;
         };
         tokio::time::sleep_until(lease.obtained + times.renew).await;
         tracing::debug!(iface = %self.iface(), dhcp = %"renewing", server = %lease.offer.server);
@@ -252,6 +250,12 @@ impl Task {
             Outcome::Rebound(l) => ("rebound", Some(l), None),
             Outcome::Lost(event, e) => (event, None, Some(e)),
             Outcome::Failed(e) => {
+                let pause = self
+                    .retry_pause
+                    .map_or(RETRY_START, |p| p * 2)
+                    .min(self.timing.dhcp_retry_max);
+                tracing::warn!(iface = %self.iface(), dhcp = %"no-lease", retry_s = pause.as_secs_f32(), error = %e);
+                self.retry_pause = Some(pause);
                 self.publish(Some(e)).await;
                 return;
             }
@@ -263,6 +267,7 @@ impl Task {
                     self.publish(Some(e.to_string())).await;
                     return;
                 }
+                self.retry_pause = None;
                 self.rt.renewals = if event == "bound" {
                     0
                 } else {
@@ -286,11 +291,12 @@ impl Task {
             None => {
                 let err = err.unwrap_or_default();
                 tracing::warn!(iface = %self.iface(), dhcp = %event, error = %err);
-                if let Some(old) = old {
-                    if let Err(e) = dhcp::uninstall(&self.nl, &self.rt.link, &old).await {
+                if let Some(old) = &old {
+                    if let Err(e) = dhcp::uninstall(&self.nl, &self.rt.link, old).await {
                         tracing::error!(iface = %self.iface(), dhcp = %"uninstall-failed", error = %e);
                     }
                 }
+                self.previous = old.map(|l| l.offer.address);
                 self.rt.lease = None;
                 self.publish(Some(err)).await;
             }
