@@ -24,6 +24,9 @@
 //!
 //! With no old config (the first config a node receives), every setting is
 //! listed as applied.
+//!
+//! `machine.swap` is never planned: validation refuses any config that
+//! asks for swap.
 
 mod machine;
 mod network;
@@ -99,7 +102,11 @@ pub enum ChangeKind {
 pub struct Change {
     /// What it touches.
     pub kind: ChangeKind,
-    /// The config path (`machine.sysctls[net.core.somaxconn]`).
+    /// The config path it comes from: map keys after a dot, as in
+    /// validation messages (`machine.sysctls.net.core.somaxconn`); list
+    /// items by their name in brackets, since a removed or built-in item
+    /// has no index in the new config (`machine.kernel.modules[overlay]`,
+    /// `machine.files[/etc/motd]`, `network.interfaces[eth0]`).
     pub path: String,
     /// When it takes effect.
     pub apply: Apply,

@@ -159,7 +159,7 @@ live    shutdown total deadline: 2m -> 3m
     assert_eq!(json["changes"][5]["apply"], "live");
     assert_eq!(
         json["changes"][5]["path"],
-        "machine.sysctls[net.core.somaxconn]"
+        "machine.sysctls.net.core.somaxconn"
     );
     assert_eq!(
         json["changes"][5]["summary"],

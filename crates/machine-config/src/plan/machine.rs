@@ -152,7 +152,7 @@ pub(super) fn sysctls(p: &mut Builder, old: Option<&MachineConfig>, new: &Machin
     let after = effective_sysctls(new);
     let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     for key in keys {
-        let path = format!("machine.sysctls[{key}]");
+        let path = format!("machine.sysctls.{key}");
         match (before.get(key), after.get(key)) {
             (None, Some(v)) => p.live(ChangeKind::Sysctl, path, format!("sysctl {key}: set to {v}")),
             (Some(v), None) => p.live(

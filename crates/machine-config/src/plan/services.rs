@@ -51,7 +51,7 @@ pub(super) fn containerd(p: &mut Builder, old: Option<&MachineConfig>, new: &Mac
         if before != after {
             p.live(
                 ChangeKind::Containerd,
-                format!("containerd.registryMirrors[{host}]"),
+                format!("containerd.registryMirrors.{host}"),
                 format!(
                     "containerd mirrors for {host}: {} -> {} (read at the next pull, no restart)",
                     list(before.map_or(&[][..], |v| v.as_slice())),
