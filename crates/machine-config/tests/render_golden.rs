@@ -617,15 +617,65 @@ fn machine_files_cannot_replace_rendered_files() {
         "machine.files[2].path: /etc/hosts is rendered by Keelson from network.extraHosts; set that instead"
     );
 
+    // Another spelling of the same path is the same file.
     let mut config = cfg(FULL);
     config.machine.files.push(machine_config::schema::File {
-        path: "/etc/motd".into(),
+        path: "/etc//containerd/./config.toml".into(),
+        content: "version = 2\n".into(),
+        mode: Default::default(),
+    });
+    let err = render::all(&config, &NodeFacts::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "machine.files[2].path: /etc//containerd/./config.toml is rendered by Keelson from containerd.extraConfig; set that instead"
+    );
+
+    let mut config = cfg(FULL);
+    config.machine.files.push(machine_config::schema::File {
+        path: "/etc/./motd".into(),
         content: "again\n".into(),
         mode: Default::default(),
     });
     let err = render::all(&config, &NodeFacts::default()).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "machine.files[2].path: /etc/motd is already written by machine.files[0]"
+        "machine.files[2].path: /etc/./motd is already written by machine.files[0]"
+    );
+}
+
+#[test]
+fn a_users_kubeconfig_ca_is_found_by_path_or_refused_when_garbled() {
+    let mut config = cfg(KUBECONFIG);
+    config.kubelet.kubeconfig = Some(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://10.1.0.1:6443\n    certificate-authority: /var/lib/keelson/ca.pem\n"
+            .into(),
+    );
+    let out = render::kubelet::render(&config, &NodeFacts::default()).unwrap();
+    // kubelet trusts the file the kubeconfig names; no ca.crt is written.
+    assert!(out.files.iter().all(|f| f.path != render::KUBERNETES_CA));
+    let doc: serde_json::Value = serde_saphyr::from_str(&out.files[0].content).unwrap();
+    assert_eq!(
+        doc["authentication"]["x509"]["clientCAFile"],
+        "/var/lib/keelson/ca.pem"
+    );
+    let kc = out
+        .files
+        .iter()
+        .find(|f| f.path == render::KUBELET_KUBECONFIG)
+        .unwrap();
+    assert_eq!(
+        kc.content,
+        config.kubelet.kubeconfig.clone().unwrap(),
+        "verbatim"
+    );
+    assert_eq!(kc.mode, 0o600);
+
+    config.kubelet.kubeconfig =
+        Some("clusters:\n- cluster:\n    certificate-authority-data: '%%%not base64'\n".into());
+    let err = render::kubelet::render(&config, &NodeFacts::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("kubelet.kubeconfig: clusters[0].cluster.certificate-authority-data is not valid base64"),
+        "{err}"
     );
 }

@@ -14,7 +14,6 @@ pub mod containerd;
 mod etc;
 pub mod kubelet;
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 pub use etc::{hostname, hosts, resolv_conf};
@@ -223,29 +222,30 @@ pub fn all(cfg: &MachineConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile>, 
     if cfg.kubelet.enabled {
         out.extend(kubelet::render(cfg, facts)?.files);
     }
-    let rendered = out.len();
-    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    // Compared in normal form, so `/etc//hosts` or `/etc/./hosts` cannot
+    // slip past the check.
+    let rendered: Vec<(String, &str)> = out
+        .iter()
+        .map(|f| (normal(&f.path), f.path.as_str()))
+        .collect();
+    let mut seen: Vec<(String, usize)> = Vec::new();
     for (index, file) in cfg.machine.files.iter().enumerate() {
-        if let Some(own) = out[..rendered].iter().find(|f| f.path == file.path) {
+        let path = normal(&file.path);
+        if let Some((_, own)) = rendered.iter().find(|(p, _)| *p == path) {
             return Err(RenderError::FileConflict {
                 index,
                 path: file.path.clone(),
-                from: rendered_from(&own.path).to_string(),
+                from: rendered_from(own).to_string(),
             });
         }
-        if !seen.insert(file.path.as_str()) {
-            let first = cfg
-                .machine
-                .files
-                .iter()
-                .position(|f| f.path == file.path)
-                .unwrap_or(index);
+        if let Some((_, first)) = seen.iter().find(|(p, _)| *p == path) {
             return Err(RenderError::DuplicateFile {
                 index,
-                first,
+                first: *first,
                 path: file.path.clone(),
             });
         }
+        seen.push((path, index));
     }
     out.extend(
         cfg.machine
@@ -254,6 +254,16 @@ pub fn all(cfg: &MachineConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile>, 
             .map(|f| RenderedFile::new(f.path.clone(), f.content.clone(), f.mode.0)),
     );
     Ok(out)
+}
+
+/// A path with empty and `.` components dropped (`/etc//./hosts` →
+/// `/etc/hosts`), for comparison only.
+fn normal(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
 }
 
 /// The config section a rendered path comes from, for error messages.
