@@ -75,7 +75,7 @@ impl AuditRecord {
             client_cn = %self.client_cn,
             role = %self.role,
             peer = %self.peer,
-            outcome,
+            outcome = %outcome,
             code = ?code,
             took_ms = self.started.elapsed().as_millis() as u64,
             "audit"
