@@ -27,19 +27,42 @@ pub struct Pinned {
     pub sha256: String,
 }
 
-/// The candidate version apt would install, from `apt-cache policy`.
-pub fn candidate_version(name: &str) -> anyhow::Result<String> {
+/// The candidate versions apt would install, from one `apt-cache policy`
+/// call; a package without a candidate is an error naming it.
+pub fn candidate_versions(names: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut cmd = known::APT_CACHE.command()?;
-    cmd.args(["policy", name]);
+    cmd.arg("policy").args(names);
     let out = tools::run(&mut cmd)?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("Candidate:").map(str::trim))
-        .filter(|v| *v != "(none)")
-        .map(str::to_string)
-        .with_context(|| {
-            format!("Debian package {name} has no installable candidate (is it in the host's apt lists? run apt-get update)")
-        })
+    let found = parse_policy(&String::from_utf8_lossy(&out.stdout));
+    let mut versions = BTreeMap::new();
+    for n in names {
+        match found.get(n) {
+            Some(v) => {
+                versions.insert(n.clone(), v.clone());
+            }
+            None => anyhow::bail!(
+                "Debian package {n} has no installable candidate (is it in the host's apt lists? run apt-get update)"
+            ),
+        }
+    }
+    Ok(versions)
+}
+
+/// Package → candidate version from `apt-cache policy` output.
+fn parse_policy(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if !line.starts_with(' ') && line.ends_with(':') {
+            let name = line.trim_end_matches(':');
+            current = Some(name.split(':').next().unwrap_or(name).to_string());
+        } else if let Some(v) = line.trim().strip_prefix("Candidate:").map(str::trim) {
+            if let Some(name) = current.take().filter(|_| v != "(none)") {
+                out.insert(name, v.to_string());
+            }
+        }
+    }
+    out
 }
 
 /// The versioned kernel image package `linux-image-amd64` depends on, e.g.
@@ -80,10 +103,7 @@ fn find_deb(dir: &Path, name: &str, version: &str) -> Option<PathBuf> {
 /// ones into `dir`. Returns them sorted by name.
 pub fn fetch(dir: &Path, names: &[String]) -> anyhow::Result<Vec<Pinned>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut versions = BTreeMap::new();
-    for n in names {
-        versions.insert(n.clone(), candidate_version(n)?);
-    }
+    let versions = candidate_versions(names)?;
     let missing: Vec<String> = versions
         .iter()
         .filter(|(n, v)| find_deb(dir, n, v).is_none())
@@ -144,4 +164,22 @@ pub fn unpack(staging_root: &Path, pkgs: &[Pinned]) -> anyhow::Result<PathBuf> {
     }
     std::fs::write(&marker, b"").with_context(|| format!("cannot write {}", marker.display()))?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn policy_output_gives_each_candidate() {
+        let text = "containerd:\n  Installed: (none)\n  Candidate: 1.6.20~ds1-1+deb12u3\n  Version table:\n     1.6.20~ds1-1+deb12u3 500\n\
+                    libc6:amd64:\n  Installed: 2.36-9\n  Candidate: 2.36-9+deb12u14\n\
+                    ghost:\n  Installed: (none)\n  Candidate: (none)\n";
+        let got = parse_policy(text);
+        assert_eq!(got.get("containerd").unwrap(), "1.6.20~ds1-1+deb12u3");
+        assert_eq!(got.get("libc6").unwrap(), "2.36-9+deb12u14");
+        assert!(!got.contains_key("ghost"));
+        assert_eq!(deb_file_prefix("busybox-static", "1:1.35.0-4"), "busybox-static_1%3a1.35.0-4_");
+    }
 }

@@ -115,14 +115,6 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
     ] {
         t.path()?;
     }
-    std::fs::create_dir_all(&req.out)
-        .with_context(|| format!("cannot create {}", req.out.display()))?;
-    let work = req.out.join(".image-build");
-    if work.exists() {
-        std::fs::remove_dir_all(&work)
-            .with_context(|| format!("cannot remove {}", work.display()))?;
-    }
-    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
 
     // [1] inputs: validate before anything long runs.
     let step = steps.start("inputs");
@@ -171,6 +163,16 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
             .unwrap_or_else(|| "none".into()),
         req.preload.len()
     ));
+
+    // Inputs are good: only now touch the output directory.
+    std::fs::create_dir_all(&req.out)
+        .with_context(|| format!("cannot create {}", req.out.display()))?;
+    let work = req.out.join(".image-build");
+    if work.exists() {
+        std::fs::remove_dir_all(&work)
+            .with_context(|| format!("cannot remove {}", work.display()))?;
+    }
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
 
     // [2] Debian packages.
     let step = steps.start("debian packages");
