@@ -155,7 +155,7 @@ fn cni(cfg: &MachineConfig, c: &mut Checker) {
                 ),
             );
         }
-        if subnet.max_prefix() - subnet.prefix < 2 {
+        if subnet.max_prefix().saturating_sub(subnet.prefix) < 2 {
             c.error(
                 "cni.bridge.subnet",
                 format!("{subnet} leaves no room for pod addresses"),
