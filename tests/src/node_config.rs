@@ -1,5 +1,6 @@
-//! The machine config a scenario boots with: `examples/node.yaml` when it
-//! exists (else a minimal config built here), patched to join the test
+//! The machine config a scenario boots with: `examples/node.yaml` (or the
+//! file named by `KEELSON_NODE_CONFIG`) when it exists, else a minimal
+//! config built here, patched to join the test
 //! control plane: hostname = the node name the control plane has a token
 //! for, kubelet pointed at [`GUEST_API_SERVER`] with the test CA and that
 //! token, `eth0` by DHCP (QEMU's user network gives 10.0.2.15), node status
@@ -49,16 +50,22 @@ pub struct ClusterAccess {
     pub token: String,
 }
 
+/// The base config: `$KEELSON_NODE_CONFIG` when set, else
 /// `examples/node.yaml` in the repository.
 pub fn example_path() -> PathBuf {
-    artifacts::repo_root().join("examples/node.yaml")
+    match std::env::var_os("KEELSON_NODE_CONFIG") {
+        Some(path) => PathBuf::from(path),
+        None => artifacts::repo_root().join("examples/node.yaml"),
+    }
 }
 
 /// The example config (or a minimal one when the example does not exist)
 /// patched for `access`.
 pub fn test_node_config(access: &ClusterAccess) -> Result<MachineConfig, NodeConfigError> {
     let example = example_path();
-    let base = if example.is_file() {
+    // A path named explicitly must exist; the repository's example may not.
+    let explicit = std::env::var_os("KEELSON_NODE_CONFIG").is_some();
+    let base = if explicit || example.is_file() {
         load(&example)?
     } else {
         minimal()
