@@ -99,6 +99,19 @@ impl TestDisk {
         Ok(TestDisk { raw, overlay })
     }
 
+    /// Flattens the overlay into a raw image at `dest` while the VM may
+    /// still run (`qemu-img -U`): a possibly inconsistent snapshot, good
+    /// enough to read logs for a failure message.
+    pub fn snapshot_raw(&self, dest: &Path) -> Result<PathBuf, DiskError> {
+        command::run(
+            Command::new("qemu-img")
+                .args(["convert", "-U", "-q", "-O", "raw"])
+                .arg(&self.overlay)
+                .arg(dest),
+        )?;
+        Ok(dest.to_path_buf())
+    }
+
     /// Flattens the overlay (after the VM stopped) into a raw image at
     /// `dest`, which [`dumpe2fs_header`] and [`read_file`] can read.
     pub fn export_raw(&self, dest: &Path) -> Result<PathBuf, DiskError> {

@@ -145,6 +145,25 @@ impl Cluster {
         self.work.path()
     }
 
+    /// The last `n` lines of `/var/log/<service>.log` on the node, read
+    /// from a snapshot of its disk (the VM keeps running). For failure
+    /// messages: never fails, says what went wrong instead.
+    pub fn node_log_tail(&self, service: &str, n: usize) -> String {
+        let snapshot = self.work.path().join("snapshot.raw");
+        let text = self
+            .disk
+            .snapshot_raw(&snapshot)
+            .and_then(|raw| crate::disk::read_file(&raw, "VAR", &format!("/log/{service}.log")))
+            .map(|bytes| {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(n)..].join("\n")
+            })
+            .unwrap_or_else(|e| format!("(cannot read /var/log/{service}.log: {e})"));
+        let _ = std::fs::remove_file(&snapshot);
+        text
+    }
+
     /// Presses the power button and waits up to `grace` for the guest to
     /// power off; if it does not, stops QEMU with QMP `quit`. Returns
     /// whether the guest powered off by itself and how long it took.

@@ -141,7 +141,8 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
         .wait_node_ready(NODE, Duration::from_secs(240))
         .unwrap_or_else(|e| {
             let tail = cluster.vm.console_tail(40);
-            panic!("{e}\nconsole:\n{tail}")
+            let kubelet = cluster.node_log_tail("kubelet", 20);
+            panic!("{e}\nconsole:\n{tail}\nkubelet.log:\n{kubelet}")
         });
     let node_ready_at = cluster.booted_at.elapsed();
     eprintln!(
@@ -160,7 +161,10 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
     let pod = cluster
         .cp
         .wait_pod_running("hello", Duration::from_secs(180))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| {
+            let containerd = cluster.node_log_tail("containerd", 20);
+            panic!("{e}\ncontainerd.log:\n{containerd}")
+        });
     eprintln!("pod Running: {pod:?}");
     assert_eq!(pod.node_name, NODE);
     let subnet = cluster.config.cni.bridge.as_ref().unwrap().subnet;

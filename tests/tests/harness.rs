@@ -195,6 +195,12 @@ fn test_disk_carries_the_config_in_state_and_keeps_the_rest() {
         yaml.as_bytes()
     );
 
+    let snapshot = test_disk.snapshot_raw(&dir.path().join("snap.raw")).unwrap();
+    assert_eq!(
+        disk::read_file(&snapshot, "STATE", "/pki/identity").unwrap(),
+        b"node identity"
+    );
+
     // VAR holds no filesystem: a clear error naming the tool, not garbage.
     let err = disk::dumpe2fs_header(&exported, "VAR")
         .unwrap_err()
