@@ -534,7 +534,7 @@ fn kubelet_standalone_and_refusals() {
     let err = render::kubelet::render(&owned, &NodeFacts::default()).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "kubelet.extraArgs.cgroup-driver: --cgroup-driver is set by Keelson (always cgroupfs, matching containerd)"
+        "kubelet.extraArgs.cgroup-driver: --cgroup-driver is set by Keelson (the cgroup driver is always cgroupfs, matching containerd)"
     );
 
     let mut no_token = config.clone();

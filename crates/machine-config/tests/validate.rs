@@ -268,7 +268,7 @@ fn every_problem_is_reported_with_its_location() {
             "containerd.extraConfig",
             60,
             5,
-            "SystemdCgroup cannot be overridden",
+            "SystemdCgroup cannot be changed (Keelson sets false)",
         ),
         (
             Severity::Error,

@@ -29,32 +29,65 @@ pub struct KubeletFiles {
     pub args: Vec<String>,
 }
 
-/// Flags Keelson sets itself, which `kubelet.extraArgs` may not repeat,
-/// with where their value comes from.
+/// Flags Keelson sets or rules out itself, which `kubelet.extraArgs` may
+/// not repeat, each with why (or which config field to use instead). The
+/// renderer refuses them and validation reports them from this one table.
 pub const OWNED_FLAGS: &[(&str, &str)] = &[
-    ("config", "the rendered /etc/kubernetes/kubelet.yaml"),
+    ("config", "Keelson renders kubelet's config file itself"),
     (
         "kubeconfig",
-        "kubelet.apiServer + kubelet.token, or kubelet.kubeconfig",
+        "set kubelet.kubeconfig, or kubelet.apiServer with a token",
     ),
-    ("container-runtime", "always remote (containerd)"),
-    ("container-runtime-endpoint", "containerd's socket"),
-    ("image-service-endpoint", "containerd's socket"),
-    ("cgroup-driver", "always cgroupfs, matching containerd"),
-    ("fail-swap-on", "swap is never allowed"),
-    ("hostname-override", "machine.hostname"),
-    ("node-ip", "kubelet.nodeIp"),
-    ("root-dir", "always /var/lib/kubelet"),
-    ("cert-dir", "always /var/lib/kubelet/pki"),
-    ("node-labels", "kubelet.labels"),
-    ("register-with-taints", "kubelet.taints"),
-    ("cluster-dns", "kubelet.clusterDns"),
-    ("cluster-domain", "kubelet.clusterDomain"),
+    (
+        "bootstrap-kubeconfig",
+        "set kubelet.kubeconfig, or kubelet.apiServer with a token",
+    ),
+    (
+        "container-runtime",
+        "Keelson always runs kubelet against its containerd",
+    ),
+    (
+        "container-runtime-endpoint",
+        "Keelson always runs kubelet against its containerd socket",
+    ),
+    (
+        "image-service-endpoint",
+        "Keelson always runs kubelet against its containerd socket",
+    ),
+    (
+        "cgroup-driver",
+        "the cgroup driver is always cgroupfs, matching containerd",
+    ),
+    ("fail-swap-on", "swap is never enabled on a Keelson node"),
+    ("hostname-override", "set machine.hostname"),
+    ("node-ip", "set kubelet.nodeIp"),
+    (
+        "root-dir",
+        "kubelet's state lives in /var/lib/kubelet on the VAR partition",
+    ),
+    (
+        "cert-dir",
+        "Keelson places kubelet's certificates in /var/lib/kubelet/pki",
+    ),
+    ("node-labels", "set kubelet.labels"),
+    ("register-with-taints", "set kubelet.taints"),
+    ("cluster-dns", "set kubelet.clusterDns"),
+    ("cluster-domain", "set kubelet.clusterDomain"),
     (
         "node-status-update-frequency",
-        "kubelet.nodeStatusUpdateFrequency",
+        "set kubelet.nodeStatusUpdateFrequency",
     ),
-    ("resolv-conf", "always /etc/resolv.conf"),
+    (
+        "resolv-conf",
+        "Keelson writes /etc/resolv.conf from the network section",
+    ),
+    (
+        "pod-infra-container-image",
+        "set containerd.sandboxImage (containerd's setting is the one that counts)",
+    ),
+    ("network-plugin", "Keelson always uses CNI"),
+    ("cni-bin-dir", "set cni.binDir"),
+    ("cni-conf-dir", "set cni.confDir"),
 ];
 
 #[derive(Serialize)]

@@ -2,59 +2,8 @@
 //! taints, flags Keelson owns) and of the `kubernetes` drain access.
 
 use super::{pem, syntax, Checker};
+use crate::render::kubelet::OWNED_FLAGS;
 use crate::schema::MachineConfig;
-
-/// kubelet flags Keelson sets itself, with why or which field to use.
-const OWNED_FLAGS: &[(&str, &str)] = &[
-    (
-        "cgroup-driver",
-        "the cgroup driver is always cgroupfs, matching containerd",
-    ),
-    (
-        "container-runtime",
-        "Keelson always runs kubelet against its containerd",
-    ),
-    (
-        "container-runtime-endpoint",
-        "Keelson always runs kubelet against its containerd socket",
-    ),
-    (
-        "image-service-endpoint",
-        "Keelson always runs kubelet against its containerd socket",
-    ),
-    ("fail-swap-on", "swap is never enabled on a Keelson node"),
-    (
-        "kubeconfig",
-        "set kubelet.kubeconfig, or kubelet.apiServer with a token",
-    ),
-    (
-        "bootstrap-kubeconfig",
-        "set kubelet.kubeconfig, or kubelet.apiServer with a token",
-    ),
-    ("config", "Keelson renders kubelet's config file itself"),
-    (
-        "root-dir",
-        "kubelet's state lives in /var/lib/kubelet on the VAR partition",
-    ),
-    ("cert-dir", "Keelson places kubelet's certificates itself"),
-    ("hostname-override", "set machine.hostname"),
-    ("node-ip", "set kubelet.nodeIp"),
-    ("node-labels", "set kubelet.labels"),
-    ("register-with-taints", "set kubelet.taints"),
-    ("cluster-dns", "set kubelet.clusterDns"),
-    ("cluster-domain", "set kubelet.clusterDomain"),
-    (
-        "node-status-update-frequency",
-        "set kubelet.nodeStatusUpdateFrequency",
-    ),
-    (
-        "pod-infra-container-image",
-        "set containerd.sandboxImage (containerd's setting is the one that counts)",
-    ),
-    ("network-plugin", "Keelson always uses CNI"),
-    ("cni-bin-dir", "set cni.binDir"),
-    ("cni-conf-dir", "set cni.confDir"),
-];
 
 /// Label prefixes in the Kubernetes namespaces that kubelet may set.
 const ALLOWED_K8S_PREFIXES: &[&str] = &["kubelet.kubernetes.io", "node.kubernetes.io"];

@@ -5,19 +5,8 @@
 use std::collections::HashSet;
 
 use super::{syntax, Checker};
+use crate::render::{self, RenderError};
 use crate::schema::MachineConfig;
-
-/// containerd settings Keelson fixes, with the config field (or reason)
-/// that governs them instead.
-const OWNED_CONTAINERD_KEYS: &[(&str, &str)] = &[
-    (
-        "SystemdCgroup",
-        "the cgroup driver is always cgroupfs, matching kubelet (there is no systemd)",
-    ),
-    ("bin_dir", "set cni.binDir"),
-    ("conf_dir", "set cni.confDir"),
-    ("sandbox_image", "set containerd.sandboxImage"),
-];
 
 /// Where the image's CNI plugins are (Debian's package).
 const IMAGE_CNI_BIN_DIR: &str = "/usr/lib/cni";
@@ -29,25 +18,22 @@ pub(super) fn check(cfg: &MachineConfig, c: &mut Checker) {
 
 fn containerd(cfg: &MachineConfig, c: &mut Checker) {
     let ctr = &cfg.containerd;
+    // The renderer is the one authority on what extraConfig may change: run
+    // it (it is pure) and report its verdict, so the rules cannot drift.
     if !ctr.extra_config.trim().is_empty() {
-        match ctr.extra_config.parse::<toml::Table>() {
-            Err(e) => c.error(
+        match render::containerd::config_toml(cfg) {
+            Err(
+                e @ (RenderError::ContainerdExtraConfigSyntax { .. }
+                | RenderError::ContainerdKeyOwned { .. }),
+            ) => c.error(
                 "containerd.extraConfig",
-                format!(
-                    "not valid TOML: {}",
-                    e.to_string().lines().next().unwrap_or_default()
-                ),
+                e.to_string()
+                    .trim_start_matches("containerd.extraConfig: ")
+                    .to_string(),
             ),
-            Ok(table) => {
-                let mut owned = Vec::new();
-                find_owned_keys(&table, "", &mut owned);
-                for (key, why) in owned {
-                    c.error(
-                        "containerd.extraConfig",
-                        format!("{key} cannot be overridden here: {why}"),
-                    );
-                }
-            }
+            // Other render errors (mirror hosts) are checked below, where
+            // they get their own paths.
+            Err(_) | Ok(_) => {}
         }
     }
     for (registry, endpoints) in &ctr.registry_mirrors {
@@ -108,22 +94,6 @@ fn containerd(cfg: &MachineConfig, c: &mut Checker) {
 }
 
 /// Collects the dotted paths of keys Keelson owns anywhere in `table`.
-fn find_owned_keys(table: &toml::Table, prefix: &str, out: &mut Vec<(String, &'static str)>) {
-    for (key, value) in table {
-        let here = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        if let Some((_, why)) = OWNED_CONTAINERD_KEYS.iter().find(|(k, _)| k == key) {
-            out.push((here.clone(), why));
-        }
-        if let toml::Value::Table(inner) = value {
-            find_owned_keys(inner, &here, out);
-        }
-    }
-}
-
 fn cni(cfg: &MachineConfig, c: &mut Checker) {
     let cni = &cfg.cni;
     if let Err(e) = syntax::absolute_path(&cni.bin_dir) {
