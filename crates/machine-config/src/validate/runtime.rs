@@ -21,19 +21,19 @@ fn containerd(cfg: &MachineConfig, c: &mut Checker) {
     // The renderer is the one authority on what extraConfig may change: run
     // it (it is pure) and report its verdict, so the rules cannot drift.
     if !ctr.extra_config.trim().is_empty() {
-        match render::containerd::config_toml(cfg) {
-            Err(
-                e @ (RenderError::ContainerdExtraConfigSyntax { .. }
-                | RenderError::ContainerdKeyOwned { .. }),
-            ) => c.error(
+        // Other render errors (mirror hosts) are checked below, where they
+        // get their own paths.
+        if let Err(
+            e @ (RenderError::ContainerdExtraConfigSyntax { .. }
+            | RenderError::ContainerdKeyOwned { .. }),
+        ) = render::containerd::config_toml(cfg)
+        {
+            c.error(
                 "containerd.extraConfig",
                 e.to_string()
                     .trim_start_matches("containerd.extraConfig: ")
                     .to_string(),
-            ),
-            // Other render errors (mirror hosts) are checked below, where
-            // they get their own paths.
-            Err(_) | Ok(_) => {}
+            );
         }
     }
     for (registry, endpoints) in &ctr.registry_mirrors {
