@@ -55,7 +55,8 @@ impl<'a> MakeWriter<'a> for ConsoleWriter {
 }
 
 /// Opens the console (when `use_dev_console`, i.e. PID 1 with /dev mounted)
-/// and installs the global `tracing` subscriber. When PID 1, the console also
+/// and installs the global `tracing` subscriber: INFO and above, DEBUG with
+/// `keelson.debug` on the kernel command line. When PID 1, the console also
 /// becomes stdin/stdout/stderr so that children (e2fsck, …) print there.
 /// Calling it twice keeps the first sink.
 pub fn init(use_dev_console: bool) {
@@ -79,7 +80,16 @@ pub fn init(use_dev_console: bool) {
     });
     let writer = ConsoleWriter(Arc::clone(sink));
     // A second global subscriber cannot be installed; that is fine (tests).
+    let debug = std::fs::read_to_string("/proc/cmdline")
+        .map(|c| c.split_whitespace().any(|w| w == "keelson.debug"))
+        .unwrap_or(false);
+    let level = if debug {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
     let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
         .with_writer(writer)
         .with_ansi(false)
         .without_time()

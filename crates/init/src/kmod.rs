@@ -90,6 +90,8 @@ pub struct ModuleIndex {
     pre: HashMap<String, Vec<String>>,
     post: HashMap<String, Vec<String>>,
     aliases: HashMap<String, Vec<String>>,
+    /// Wildcard aliases (device modaliases), pattern → module.
+    patterns: Vec<(String, String)>,
     builtin: HashSet<String>,
 }
 
@@ -170,16 +172,17 @@ impl ModuleIndex {
             let Some(module) = words.next().map(normalize) else {
                 continue;
             };
-            let mut into_pre = true;
+            // Words before any `pre:`/`post:` are ignored, as kmod does.
+            let mut into: Option<bool> = None;
             for w in words {
                 match w {
-                    "pre:" => into_pre = true,
-                    "post:" => into_pre = false,
+                    "pre:" => into = Some(true),
+                    "post:" => into = Some(false),
                     dep => {
-                        let list = if into_pre {
-                            &mut idx.pre
-                        } else {
-                            &mut idx.post
+                        let list = match into {
+                            Some(true) => &mut idx.pre,
+                            Some(false) => &mut idx.post,
+                            None => continue,
                         };
                         list.entry(module.clone()).or_default().push(normalize(dep));
                     }
@@ -195,6 +198,7 @@ impl ModuleIndex {
                 continue;
             };
             if alias.contains(['*', '?', '[']) {
+                idx.patterns.push((alias.to_string(), normalize(module)));
                 continue;
             }
             idx.aliases
@@ -209,11 +213,6 @@ impl ModuleIndex {
             }
         }
         Ok(idx)
-    }
-
-    /// The module tree this index was read from.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Whether the name is a module, a built-in or an alias of this tree.
@@ -310,6 +309,188 @@ impl ModuleIndex {
         }
         Ok(report)
     }
+}
+
+/// Module directories coldplug may load from: the hardware a node needs
+/// (network, virtio, block and storage controllers). Everything else a
+/// device alias matches (sound, input, sensors, floppy…) is left alone.
+pub const COLDPLUG_DIRS: &[&str] = &[
+    "kernel/drivers/net/",
+    "kernel/drivers/virtio/",
+    "kernel/drivers/block/",
+    "kernel/drivers/nvme/",
+    "kernel/drivers/scsi/",
+    "kernel/drivers/ata/",
+];
+
+impl ModuleIndex {
+    /// Modules whose alias patterns match a device's modalias.
+    pub fn modules_for(&self, modalias: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .patterns
+            .iter()
+            .filter(|(pattern, _)| glob_match(pattern.as_bytes(), modalias.as_bytes()))
+            .map(|(_, m)| m.clone())
+            .collect();
+        out.extend(self.aliases.get(modalias).into_iter().flatten().cloned());
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether a module lives in one of `dirs` of the tree.
+    fn under(&self, name: &str, dirs: &[&str]) -> bool {
+        self.modules.get(name).is_some_and(|e| {
+            let rel = e.path.strip_prefix(&self.dir).unwrap_or(&e.path);
+            let rel = rel.to_string_lossy();
+            dirs.iter().any(|d| rel.starts_with(d))
+        })
+    }
+
+    /// The modules (within [`COLDPLUG_DIRS`]) that drive the devices whose
+    /// modaliases are given, sorted and without duplicates.
+    pub fn coldplug_plan(&self, modaliases: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = modaliases
+            .iter()
+            .flat_map(|a| self.modules_for(a))
+            .filter(|m| self.under(m, COLDPLUG_DIRS))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Loads the drivers of the devices present (what udev's coldplug
+    /// does): reads every `modalias` under `<sys>/bus/*/devices/*`, loads
+    /// the matching modules within [`COLDPLUG_DIRS`], and repeats while new
+    /// devices appear (a bus driver reveals its children), at most 3 times.
+    /// Returns the modules loaded and the failures.
+    pub fn coldplug(&self, sys: &Path) -> (Vec<String>, Vec<String>) {
+        let mut loaded = Vec::new();
+        let mut failed = Vec::new();
+        let mut tried = HashSet::new();
+        for _ in 0..3 {
+            let plan: Vec<String> = self
+                .coldplug_plan(&read_modaliases(sys))
+                .into_iter()
+                .filter(|m| tried.insert(m.clone()))
+                .collect();
+            if plan.is_empty() {
+                break;
+            }
+            for m in plan {
+                match self.load(&m, &BTreeMap::new()) {
+                    Ok(r) => loaded.extend(r.loaded),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+        }
+        (loaded, failed)
+    }
+}
+
+/// Every device modalias under `<sys>/bus/*/devices/*/modalias`.
+pub fn read_modaliases(sys: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(buses) = std::fs::read_dir(sys.join("bus")) else {
+        return out;
+    };
+    for bus in buses.flatten() {
+        let Ok(devices) = std::fs::read_dir(bus.path().join("devices")) else {
+            continue;
+        };
+        for dev in devices.flatten() {
+            if let Ok(a) = std::fs::read_to_string(dev.path().join("modalias")) {
+                let a = a.trim();
+                if !a.is_empty() {
+                    out.push(a.to_string());
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// fnmatch(3)-style matching of kernel alias patterns: `*`, `?` and
+/// bracket classes (`[38]`, `[a-z]`, `[!x]`).
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star = Some((p, t));
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                b'[' => match class_match(&pattern[p..], text[t]) {
+                    Some((true, len)) => {
+                        p += len;
+                        t += 1;
+                        continue;
+                    }
+                    Some((false, _)) => {}
+                    None if text[t] == b'[' => {
+                        p += 1;
+                        t += 1;
+                        continue;
+                    }
+                    None => {}
+                },
+                c if c == text[t] => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some((sp, st)) => {
+                p = sp + 1;
+                t = st + 1;
+                star = Some((sp, st + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches one byte against the bracket class at the start of `pattern`;
+/// returns (matched, length of the class), or `None` if it is not closed.
+fn class_match(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negate = matches!(pattern.get(i), Some(b'!') | Some(b'^'));
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    while i < pattern.len() {
+        let lo = pattern[i];
+        if lo == b']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        first = false;
+        if pattern.get(i + 1) == Some(&b'-') && pattern.get(i + 2).is_some_and(|&h| h != b']') {
+            let hi = pattern[i + 2];
+            matched |= lo <= c && c <= hi;
+            i += 3;
+        } else {
+            matched |= lo == c;
+            i += 1;
+        }
+    }
+    None
 }
 
 /// Formats module parameters as the kernel reads them (`a=1 b="x y"`).
@@ -457,6 +638,71 @@ mod tests {
             "{err}"
         );
         assert!(idx.knows("crc32c") && idx.knows("virtio") && !idx.knows("zzz"));
+    }
+
+    #[test]
+    fn device_aliases_pick_the_drivers_to_coldplug() {
+        assert!(glob_match(
+            b"virtio:d00000001v*",
+            b"virtio:d00000001v00001AF4"
+        ));
+        assert!(!glob_match(
+            b"virtio:d00000001v*",
+            b"virtio:d00000002v00001AF4"
+        ));
+        assert!(glob_match(b"acpi*:PNP0A0[38]:*", b"acpi:PNP0A03:"));
+        assert!(!glob_match(b"acpi*:PNP0A0[38]:*", b"acpi:PNP0A05:"));
+        assert!(glob_match(
+            b"pci:v*d*sv*sd*bc02sc00i*",
+            b"pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00"
+        ));
+        assert!(glob_match(b"a?c[!x]e", b"abcde") && !glob_match(b"a?c[!d]e", b"abcde"));
+        assert!(glob_match(b"[a-c]*", b"beta") && !glob_match(b"[a-c]*", b"delta"));
+
+        let d = fixture();
+        std::fs::write(
+            d.path().join("modules.alias"),
+            "alias virtio:d00000001v* virtio_net\nalias virtio:d00000002v* virtio_blk\n\
+             alias pci:v00008086d00007020sv*sd*bc*sc*i* uhci_hcd\nalias crc32c crc32c_generic\n",
+        )
+        .unwrap();
+        let mut dep = std::fs::read_to_string(d.path().join("modules.dep")).unwrap();
+        dep.push_str(
+            "kernel/drivers/net/virtio_net.ko: kernel/net/core/failover.ko\n\
+             kernel/net/core/failover.ko:\nkernel/drivers/usb/host/uhci-hcd.ko:\n",
+        );
+        std::fs::write(d.path().join("modules.dep"), dep).unwrap();
+        let idx = ModuleIndex::open(d.path()).unwrap();
+        let devices = vec![
+            "virtio:d00000001v00001AF4".to_string(),
+            "virtio:d00000002v00001AF4".to_string(),
+            "pci:v00008086d00007020sv00001AF4sd00001100bc0Csc03i00".to_string(),
+            "cpu:type:x86,ven0000fam0006mod003F:feature:,0000".to_string(),
+        ];
+        // USB host controllers are not in the node's coldplug directories.
+        assert_eq!(idx.coldplug_plan(&devices), ["virtio_blk", "virtio_net"]);
+        let plan = idx.plan("virtio_net").unwrap();
+        assert_eq!(names(&plan), ["failover", "virtio_net"]);
+
+        // A fake sysfs with two of those devices.
+        let sys = tempfile::tempdir().unwrap();
+        for (bus, dev, alias) in [
+            ("virtio", "virtio0", &devices[0]),
+            ("pci", "0000:00:01.2", &devices[2]),
+        ] {
+            let p = sys.path().join("bus").join(bus).join("devices").join(dev);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("modalias"), format!("{alias}\n")).unwrap();
+        }
+        assert_eq!(
+            read_modaliases(sys.path()),
+            vec![devices[2].clone(), devices[0].clone()]
+        );
+        // Outside PID 1 nothing is inserted: the failure is reported.
+        let (loaded, failed) = idx.coldplug(sys.path());
+        assert!(loaded.is_empty());
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].contains("failover"), "{failed:?}");
     }
 
     #[test]

@@ -28,18 +28,9 @@ const NEWROOT: &str = "/newroot";
 const E2FSCK: &str = "/sbin/e2fsck";
 /// How long to wait for the disk's partitions to appear.
 const PARTITION_TIMEOUT: Duration = Duration::from_secs(30);
-/// Storage and filesystem modules loaded when the initramfs carries them,
-/// in this order (dependencies come from modules.dep/softdep).
-pub const STORAGE_MODULES: &[&str] = &[
-    "virtio_pci",
-    "virtio_blk",
-    "virtio_scsi",
-    "sd_mod",
-    "ahci",
-    "nvme",
-    "squashfs",
-    "ext4",
-];
+/// Filesystem modules stage 1 always needs (when not built in); the disk
+/// controller drivers are found by coldplug from the devices present.
+pub const FILESYSTEM_MODULES: &[&str] = &["squashfs", "ext4"];
 
 /// Why stage 1 could not finish (each is fatal: the machine reboots).
 #[derive(Debug, Error)]
@@ -127,7 +118,9 @@ fn mount_kernel_filesystems() -> Result<(), MountError> {
     )
 }
 
-/// Loads every storage module the initramfs carries.
+/// Loads the drivers of the disk controllers present (coldplug from
+/// device modaliases: only what the machine has, since every module costs
+/// a signature check) and the filesystem modules.
 fn load_storage_modules(state: &mut BootState) {
     let index = match ModuleIndex::running_kernel() {
         Ok(i) => i,
@@ -136,23 +129,26 @@ fn load_storage_modules(state: &mut BootState) {
             return;
         }
     };
-    let mut loaded = 0usize;
-    for name in STORAGE_MODULES {
+    let (mut loaded, failed) = index.coldplug(Path::new("/sys"));
+    for f in failed {
+        tracing::warn!("storage driver: {f}");
+    }
+    for name in FILESYSTEM_MODULES {
         if !index.knows(name) {
             tracing::debug!(module = name, "not in the initramfs");
             continue;
         }
         match index.load(name, &BTreeMap::new()) {
             Ok(r) => {
-                loaded += r.loaded.len();
+                loaded.extend(r.loaded);
                 for f in r.soft_failures {
                     tracing::debug!(module = name, "soft dependency: {f}");
                 }
             }
-            Err(e) => state.error(format!("storage module {name}: {e}")),
+            Err(e) => state.error(format!("filesystem module {name}: {e}")),
         }
     }
-    tracing::info!(loaded, dir = %index.dir().display(), "storage modules loaded");
+    tracing::info!(loaded = %loaded.join(" "), "storage modules loaded");
 }
 
 /// Logs every named partition seen (for a "root not found" diagnosis).

@@ -19,7 +19,7 @@ use crate::mounts::{self, MountError};
 use crate::partitions;
 use crate::shutdown::{self, Deadlines, Ending};
 use crate::supervisor::Supervisor;
-use crate::{apply, cgroup, console, etc, ext4, grow, services};
+use crate::{apply, cgroup, console, etc, ext4, grow, network, services};
 
 /// Where STATE is mounted (read-only except while written).
 pub const STATE_MOUNT: &str = "/system/state";
@@ -34,6 +34,10 @@ const LOG_DIR: &str = "/var/log";
 /// How long kubelet may take to start and settle before the node-ready
 /// marker is given up on.
 const KUBELET_READY: Duration = Duration::from_secs(120);
+
+/// Bound on configuring the network at boot (links, addresses, the first
+/// DHCP lease); the node goes on without it after that.
+const NETWORK_BOUND: Duration = Duration::from_secs(60);
 
 /// What makes stage 2 give up (followed by an emergency reboot).
 #[derive(Debug, Error)]
@@ -91,6 +95,7 @@ pub fn run() -> Result<Ending, Stage2Error> {
     crate::sys::disable_cad();
 
     timed(&mut state, "early-mounts", early_mounts);
+    timed(&mut state, "coldplug", coldplug);
     let var = partitions::find(Path::new("/sys/class/block"), Path::new("/dev"), "VAR");
     timed(&mut state, "mount-var", |st| match &var {
         Some(p) => mount_data(st, p, Path::new("/var"), false),
@@ -98,6 +103,9 @@ pub fn run() -> Result<Ending, Stage2Error> {
     });
     if let Some(p) = &var {
         timed(&mut state, "grow-var", |st| grow_var(st, p));
+    }
+    if let Err(e) = std::fs::create_dir_all(LOG_DIR) {
+        state.error(format!("creating {LOG_DIR}: {e}"));
     }
     timed(&mut state, "mount-state", |st| {
         match partitions::find(Path::new("/sys/class/block"), Path::new("/dev"), "STATE") {
@@ -210,6 +218,21 @@ fn early_mounts(state: &mut BootState) {
             }
             Err(e) => state.error(format!("cgroup2 controllers: {e}")),
         }
+    }
+}
+
+/// Loads the drivers of the hardware present (NICs above all: nothing
+/// else would load virtio_net or e1000).
+fn coldplug(state: &mut BootState) {
+    match crate::kmod::ModuleIndex::running_kernel() {
+        Ok(idx) => {
+            let (loaded, failed) = idx.coldplug(Path::new("/sys"));
+            tracing::info!(loaded = %loaded.join(" "), "hardware drivers loaded");
+            for f in failed {
+                state.error(format!("coldplug: {f}"));
+            }
+        }
+        Err(e) => state.error(format!("coldplug: {e}")),
     }
 }
 
@@ -361,8 +384,11 @@ async fn boot_services(node: &Node, sup: &Supervisor) {
         return;
     };
     let t = Instant::now();
-    let facts = configure_network(node, &cfg).await;
+    let (facts, dns) = configure_network(node, &cfg).await;
     node.state().phase("network", t.elapsed());
+    if let Some(dns) = dns {
+        tokio::spawn(follow_dns(Arc::clone(&cfg), facts.clone(), dns));
+    }
 
     let t = Instant::now();
     let kubelet_args = render_files(node, &cfg, &facts);
@@ -416,12 +442,132 @@ async fn boot_services(node: &Node, sup: &Supervisor) {
     console::marker(&format!("init rss_kib={}", rss_kib().unwrap_or(0)));
 }
 
-/// Configures the network; returns what the renderers need to know.
-async fn configure_network(_node: &Node, cfg: &MachineConfig) -> NodeFacts {
-    tracing::warn!("network: configuration through netlink not wired in yet; skipped");
-    NodeFacts {
+/// What the network thread reports once the boot-time configuration is
+/// done: the state, and the DNS facts DHCP keeps publishing.
+type NetworkReport = (
+    Result<network::NetworkState, String>,
+    Option<tokio::sync::watch::Receiver<network::DnsFacts>>,
+);
+
+/// Configures the network (links, addresses, routes, DHCP) and keeps the
+/// leases renewed, on a thread of its own with its own runtime: a network
+/// step that blocks can never stall PID 1's main loop (services, reaping,
+/// signals). Returns what the renderers need to know, within
+/// [`NETWORK_BOUND`].
+async fn configure_network(
+    node: &Node,
+    cfg: &MachineConfig,
+) -> (
+    NodeFacts,
+    Option<tokio::sync::watch::Receiver<network::DnsFacts>>,
+) {
+    let mut facts = NodeFacts {
         hostname: cfg.machine.hostname.clone(),
         ..NodeFacts::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<NetworkReport>();
+    let net_cfg = cfg.network.clone();
+    let dhcp = cfg.network.interfaces.iter().any(|i| i.dhcp);
+    let spawned = std::thread::Builder::new()
+        .name("network".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send((Err(format!("network runtime: {e}")), None));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let state = match network::apply(&net_cfg).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send((Err(e.to_string()), None));
+                        return;
+                    }
+                };
+                let renewal = if dhcp {
+                    match network::spawn_dhcp_renewal(&state, &network::Timing::default()) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            tracing::error!(error = %e, "DHCP renewal not started");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let dns = renewal.as_ref().map(|r| r.dns.clone());
+                let _ = tx.send((Ok(state), dns));
+                // Keep the leases (and this runtime) alive for the node's life.
+                let _renewal = renewal;
+                std::future::pending::<()>().await;
+            });
+        });
+    if let Err(e) = spawned {
+        node.state().error(format!("network thread: {e}"));
+        return (facts, None);
+    }
+    let (state, dns) = match tokio::time::timeout(NETWORK_BOUND, rx).await {
+        Ok(Ok((Ok(state), dns))) => (state, dns),
+        Ok(Ok((Err(e), _))) => {
+            node.state().error(format!("network: {e}"));
+            return (facts, None);
+        }
+        Ok(Err(_)) => {
+            node.state()
+                .error("network: the network thread ended without a report".to_string());
+            return (facts, None);
+        }
+        Err(_) => {
+            node.state().error(format!(
+                "network: not configured within {NETWORK_BOUND:?}; going on without it"
+            ));
+            return (facts, None);
+        }
+    };
+    for iface in &state.interfaces {
+        match &iface.error {
+            Some(e) => node
+                .state()
+                .error(format!("network interface {}: {e}", iface.name)),
+            None => tracing::info!(
+                interface = %iface.name,
+                addresses = ?iface.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                dhcp = iface.dhcp.is_some(),
+                "interface configured"
+            ),
+        }
+    }
+    facts.node_ip = state.first_address();
+    facts.dhcp_nameservers = state.nameservers.clone();
+    facts.dhcp_search = state.search.clone();
+    (facts, dns)
+}
+
+/// Rewrites /etc/resolv.conf whenever DHCP's DNS facts change, for as
+/// long as the renewal runs.
+async fn follow_dns(
+    cfg: Arc<MachineConfig>,
+    mut facts: NodeFacts,
+    mut dns: tokio::sync::watch::Receiver<network::DnsFacts>,
+) {
+    while dns.changed().await.is_ok() {
+        let d = dns.borrow_and_update().clone();
+        facts.dhcp_nameservers = d.nameservers;
+        facts.dhcp_search = d.search;
+        let file = machine_config::render::RenderedFile {
+            path: machine_config::render::RESOLV_CONF.to_string(),
+            content: machine_config::render::resolv_conf(&cfg, &facts),
+            mode: 0o644,
+        };
+        match apply::write_file(Path::new("/"), &file) {
+            Ok(_) => tracing::info!("resolv.conf updated from DHCP"),
+            Err(e) => tracing::warn!(error = %e, "resolv.conf not updated"),
+        }
     }
 }
 
