@@ -180,6 +180,9 @@ mod tests {
         assert_eq!(got.get("containerd").unwrap(), "1.6.20~ds1-1+deb12u3");
         assert_eq!(got.get("libc6").unwrap(), "2.36-9+deb12u14");
         assert!(!got.contains_key("ghost"));
-        assert_eq!(deb_file_prefix("busybox-static", "1:1.35.0-4"), "busybox-static_1%3a1.35.0-4_");
+        assert_eq!(
+            deb_file_prefix("busybox-static", "1:1.35.0-4"),
+            "busybox-static_1%3a1.35.0-4_"
+        );
     }
 }
