@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
@@ -24,6 +24,14 @@ use crate::identity::Caller;
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 PING interval on idle connections.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a PING may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Concurrent calls one connection may have open.
+const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+/// Largest request header block accepted (metadata is small).
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// How long open calls (e.g. `logs -f`) may run on after a stop request.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -125,6 +133,13 @@ async fn connection(
         async move { Ok::<_, Infallible>(call(request, &caller, peer, &upstream).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        // Find clients that vanished without closing (a laptop lid shut
+        // during `logs -f`) and free their connection.
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
         .serve_connection(TokioIo::new(tls), service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");

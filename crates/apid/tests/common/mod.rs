@@ -268,7 +268,16 @@ impl Apid {
     /// waits for its startup line on stdout. stderr (tracing, audit) goes
     /// to `log`.
     pub fn start(args: &[&str], log: &Path) -> Apid {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_apid"))
+        let Some(bin) = option_env!("CARGO_BIN_EXE_apid") else {
+            panic!("CARGO_BIN_EXE_apid is set by cargo for integration tests only");
+        };
+        Apid::start_binary(Path::new(bin), args, log)
+    }
+
+    /// Like [`Apid::start`] with an explicit binary (examples have no
+    /// `CARGO_BIN_EXE_apid`).
+    pub fn start_binary(bin: &Path, args: &[&str], log: &Path) -> Apid {
+        let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
