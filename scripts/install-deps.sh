@@ -9,12 +9,12 @@ PACKAGES=(
   grub-efi-amd64-bin grub-pc-bin grub-common ovmf dpkg-dev
   # running nodes
   qemu-system-x86 qemu-utils
-  # kubelet and the control plane from Debian's kubernetes source package
-  golang-go rsync etcd-server kubernetes-client
+  # kubelet, kubectl and the control plane are built from Debian's kubernetes source package
+  golang-go rsync etcd-server
   # peer VM for benchmarks
   debootstrap
   # misc
-  ca-certificates busybox-static python3 git
+  ca-certificates busybox-static e2fsck-static python3 git gcc libc6-dev iproute2
   # init's network tests: a real DHCP server in a network namespace
   dnsmasq-base
 )
