@@ -18,7 +18,7 @@ pub const SERVICE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 /// Directory of the image's preloaded OCI archives.
 pub const IMAGES_DIR: &str = "/usr/share/keelson/images";
 /// How long kubelet must keep running before the node counts as ready.
-const KUBELET_SETTLE: Duration = Duration::from_secs(3);
+const KUBELET_SETTLE: Duration = Duration::from_secs(6);
 /// Bound on containerd answering CRI after its start.
 const CONTAINERD_READY: Duration = Duration::from_secs(90);
 /// Bound on one image import.
