@@ -20,6 +20,20 @@ pub const MODULES: &[(&str, &str)] = &[
         "br_netfilter",
         "bridged pod traffic bypasses iptables, so Services and NetworkPolicies break",
     ),
+    // A node has no modprobe for the kernel to load netfilter pieces on
+    // demand, so everything kubelet's and the CNI plugins' iptables rules
+    // use is loaded at boot.
+    ("iptable_filter", "kubelet cannot create its firewall chains (iptables filter table)"),
+    ("iptable_nat", "the CNI bridge cannot masquerade pods and hostPorts fail (iptables nat table): pods never start"),
+    ("ip6table_filter", "kubelet cannot create its IPv6 firewall chains"),
+    ("ip6table_nat", "IPv6 pod masquerade and hostPorts fail"),
+    ("xt_MASQUERADE", "pod traffic leaving the node cannot be masqueraded"),
+    ("xt_comment", "iptables refuses the commented rules kubelet and the CNI plugins write"),
+    ("xt_mark", "kubelet cannot mark packets to drop or masquerade"),
+    ("xt_addrtype", "hostPort rules (portmap) cannot match local addresses"),
+    ("xt_conntrack", "rules matching connection state are refused"),
+    ("xt_multiport", "rules matching several ports at once are refused"),
+    ("xt_nat", "DNAT and SNAT rules (hostPorts) are refused"),
 ];
 
 /// Sysctls set on every node before the config's own, with their value and
