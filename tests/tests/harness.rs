@@ -195,7 +195,9 @@ fn test_disk_carries_the_config_in_state_and_keeps_the_rest() {
         yaml.as_bytes()
     );
 
-    let snapshot = test_disk.snapshot_raw(&dir.path().join("snap.raw")).unwrap();
+    let snapshot = test_disk
+        .snapshot_raw(&dir.path().join("snap.raw"))
+        .unwrap();
     assert_eq!(
         disk::read_file(&snapshot, "STATE", "/pki/identity").unwrap(),
         b"node identity"
