@@ -57,6 +57,7 @@ bench: image
 	$(CARGO) build --release --locked -q -p apid --bins --examples
 	target/release/examples/version_load 64 10 > bench/.apid.md
 	$(CARGO) run --release --locked -q -p keelson-tests --bin bench -- --parse-results bench/.parse.md --out bench/results.md
+	printf "\n" >> bench/results.md
 	cat bench/.apid.md >> bench/results.md
 	rm -f bench/.parse.md bench/.apid.md
 	@echo "wrote bench/results.md"
