@@ -100,6 +100,7 @@ pub const TABLE: &[MethodRule] = &[
     rule("Mounts", Role::Reader, false),
     rule("Reboot", Role::Operator, false),
     rule("Shutdown", Role::Operator, false),
+    rule("LastShutdown", Role::Reader, false),
 ];
 
 /// The row for a full gRPC method path (`/keelson.machine.v1.Machine/Version`),

@@ -133,6 +133,10 @@ async fn call_everything(
         ("Mounts", code(c.mounts(MountsRequest::default()).await)),
         ("Reboot", code(c.reboot(PowerRequest::default()).await)),
         ("Shutdown", code(c.shutdown(PowerRequest::default()).await)),
+        (
+            "LastShutdown",
+            code(c.last_shutdown(LastShutdownRequest::default()).await),
+        ),
     ]
 }
 

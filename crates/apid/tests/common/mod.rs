@@ -224,6 +224,13 @@ impl Machine for Upstream {
         self.record("Shutdown", &req);
         Ok(Response::new(PowerResponse::default()))
     }
+    async fn last_shutdown(
+        &self,
+        req: Request<LastShutdownRequest>,
+    ) -> Result<Response<LastShutdownResponse>, Status> {
+        self.record("LastShutdown", &req);
+        Ok(Response::new(LastShutdownResponse::default()))
+    }
 }
 
 /// A CA with a node certificate and one client certificate per role.
