@@ -93,6 +93,7 @@ pub const TABLE: &[MethodRule] = &[
     rule("ServiceStart", Role::Operator, false),
     rule("ServiceStop", Role::Operator, false),
     rule("ServiceRestart", Role::Operator, false),
+    rule("ServiceKill", Role::Operator, false),
     rule("Logs", Role::Reader, false),
     rule("Dmesg", Role::Reader, false),
     rule("Read", Role::Operator, false),

@@ -126,6 +126,10 @@ async fn call_everything(
             "ServiceRestart",
             code(c.service_restart(ServiceRequest::default()).await),
         ),
+        (
+            "ServiceKill",
+            code(c.service_kill(ServiceKillRequest::default()).await),
+        ),
         ("Logs", code(c.logs(LogsRequest::default()).await)),
         ("Dmesg", code(c.dmesg(DmesgRequest::default()).await)),
         ("Read", code(c.read(ReadRequest::default()).await)),

@@ -224,6 +224,13 @@ impl Machine for Upstream {
         self.record("Shutdown", &req);
         Ok(Response::new(PowerResponse::default()))
     }
+    async fn service_kill(
+        &self,
+        req: Request<ServiceKillRequest>,
+    ) -> Result<Response<ServiceResponse>, Status> {
+        self.record("ServiceKill", &req);
+        Ok(Response::new(ServiceResponse::default()))
+    }
     async fn last_shutdown(
         &self,
         req: Request<LastShutdownRequest>,
