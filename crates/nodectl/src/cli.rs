@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -19,17 +20,119 @@ pub struct Cli {
     #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 
+    /// How to reach nodes (commands that talk to a node's API).
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Where the nodes are and how to authenticate: global flags of the
+/// commands that call a node's API.
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "Connection")]
+pub struct ConnectArgs {
+    /// The contexts file (default: $NODECTL_CONTEXTS, else
+    /// ~/.config/keelson/nodectl.yaml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub contexts: Option<PathBuf>,
+
+    /// The context to use instead of the file's `current`.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// The nodes to call (`host[:port]`, comma-separated or repeated; port
+    /// default 50000) instead of the context's endpoints. Several nodes are
+    /// called in parallel.
+    #[arg(
+        short = 'n',
+        long = "nodes",
+        global = true,
+        value_delimiter = ',',
+        value_name = "HOST[:PORT],..."
+    )]
+    pub nodes: Vec<String>,
+
+    /// Maintenance mode: present no client certificate and do not check the
+    /// node's certificate against a CA; pin it with --fingerprint.
+    #[arg(long, global = true)]
+    pub insecure: bool,
+
+    /// With --insecure: the SHA-256 fingerprint the node printed on its
+    /// console (hex, `sha256:` prefix and colons allowed).
+    #[arg(long, global = true, value_name = "SHA256")]
+    pub fingerprint: Option<String>,
+
+    /// How long connecting to a node may take (`10s`, `1m`).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
+}
+
+/// Parses `90`, `90s`, `5m` or `1h` (whole numbers).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number with an optional unit s, m or h"))?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{text:?}: expected a number with an optional unit s, m or h"))?;
+    Ok(Duration::from_secs(secs))
+}
+
 /// The top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate, compare and describe machine configs (offline).
+    /// Machine configs: validate, plan, schema (offline); confirm, history,
+    /// rollback (on nodes).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// List the contexts of the contexts file, or choose the current one.
+    #[command(subcommand)]
+    Context(ContextCommand),
+    /// Validate a config locally, then apply it on the nodes.
+    ApplyConfig(ApplyConfigArgs),
+    /// Fetch things from nodes.
+    #[command(subcommand)]
+    Get(GetCommand),
+    /// List the nodes' services and their state.
+    Services,
+    /// Start, stop, restart or signal a service.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// A service's log (the last lines; `-f` follows).
+    Logs(LogsArgs),
+    /// The kernel log (`-f` follows).
+    Dmesg(FollowArgs),
+    /// Print a file under /proc, /sys, /etc or /var/log (raw bytes).
+    Read(ReadArgs),
+    /// Memory, load and per-service resource use.
+    Stats,
+    /// The mounted filesystems.
+    Mounts,
+    /// OS version, slot, kernel, build id, hostname, uptime.
+    Version,
+    /// Service states, boot phase timings, boot problems.
+    Health(HealthArgs),
+    /// The event stream: boot phases, service transitions, configs applied.
+    Events(EventsArgs),
+    /// Reboot the nodes (the ordered sequence).
+    Reboot(PowerArgs),
+    /// Power the nodes off (the ordered sequence).
+    Shutdown(PowerArgs),
+    /// The report of the previous shutdown and this boot's filesystem
+    /// findings.
+    LastShutdown,
     /// Generate a starting config or a cluster's secrets.
     #[command(subcommand)]
     Gen(GenCommand),
@@ -49,6 +152,197 @@ pub enum ConfigCommand {
     Plan(PlanArgs),
     /// Print the JSON Schema of the machine config (for editors).
     Schema,
+    /// Keep a config applied with `--mode try` (on the nodes).
+    Confirm,
+    /// The stored config generations, newest first (on the nodes).
+    History,
+    /// Apply a stored generation again, as a new generation (on the nodes).
+    Rollback(RollbackArgs),
+}
+
+/// `nodectl context ...`
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// List the contexts (`*` marks the current one).
+    List,
+    /// Make NAME the current context.
+    Use {
+        /// The context's name.
+        name: String,
+    },
+}
+
+/// How a node applies a config.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApplyModeArg {
+    /// Live what can be applied live; an ordered reboot only if needed.
+    #[default]
+    Auto,
+    /// Refuse a config that needs a reboot.
+    NoReboot,
+    /// Apply and reboot.
+    Reboot,
+    /// Store it for the next boot.
+    Staged,
+    /// Apply live; revert unless confirmed within --timeout.
+    Try,
+}
+
+/// Default confirmation window of `--mode try`.
+pub const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `nodectl apply-config`
+#[derive(Debug, Args)]
+pub struct ApplyConfigArgs {
+    /// The config file (`-` reads standard input).
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        required_unless_present = "git",
+        conflicts_with = "git"
+    )]
+    pub file: Option<PathBuf>,
+
+    /// Read the config from this local git repository instead.
+    #[arg(long, value_name = "REPO", requires = "path")]
+    pub git: Option<PathBuf>,
+
+    /// The branch, tag or commit to read (with --git).
+    #[arg(
+        long = "ref",
+        value_name = "REF",
+        requires = "git",
+        default_value = "HEAD"
+    )]
+    pub git_ref: String,
+
+    /// The config's path inside the repository (with --git).
+    #[arg(long, value_name = "PATH", requires = "git")]
+    pub path: Option<String>,
+
+    /// How the node applies it.
+    #[arg(long, value_enum, default_value_t = ApplyModeArg::Auto)]
+    pub mode: ApplyModeArg,
+
+    /// Validate and plan on the node, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// With --mode try: revert unless `config confirm` comes within this
+    /// time (default 120s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// `nodectl config rollback`
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The generation to apply again (default: the previous one).
+    #[arg(value_name = "GEN")]
+    pub generation: Option<u64>,
+
+    /// How the node applies it.
+    #[arg(long, value_enum, default_value_t = ApplyModeArg::Auto)]
+    pub mode: ApplyModeArg,
+
+    /// With --mode try: revert unless confirmed within this time (default
+    /// 120s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// `nodectl get ...`
+#[derive(Debug, Subcommand)]
+pub enum GetCommand {
+    /// Print a node's machine config (YAML, as applied). Admin only: it may
+    /// hold private keys.
+    Config {
+        /// The generation (default: the current one).
+        #[arg(long, value_name = "N")]
+        generation: Option<u64>,
+    },
+}
+
+/// `nodectl service ...`
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Restart a service.
+    Restart {
+        /// The service.
+        name: String,
+    },
+    /// Stop a service.
+    Stop {
+        /// The service.
+        name: String,
+    },
+    /// Start a service.
+    Start {
+        /// The service.
+        name: String,
+    },
+    /// Send a signal to a service's main process (the supervisor restarts
+    /// it if it exits, as after a crash).
+    Kill {
+        /// The service.
+        name: String,
+        /// A signal name (`KILL`, `SIGTERM`...) or number (default TERM).
+        #[arg(short, long, value_name = "SIGNAL")]
+        signal: Option<String>,
+    },
+}
+
+/// `nodectl logs`
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The service.
+    pub name: String,
+    /// Keep printing new lines.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Print the last N lines first (default: the node's choice).
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u32>,
+}
+
+/// `nodectl dmesg`
+#[derive(Debug, Args)]
+pub struct FollowArgs {
+    /// Keep printing new messages.
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+/// `nodectl read`
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// The file's absolute path.
+    pub path: String,
+}
+
+/// `nodectl health`
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Wait until every service is running (bounded by the node).
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// `nodectl events`
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Replay this many past events before following.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub tail: u32,
+}
+
+/// `nodectl reboot` / `nodectl shutdown`
+#[derive(Debug, Args)]
+pub struct PowerArgs {
+    /// Skip the waits of the ordered sequence.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `nodectl config validate`

@@ -8,13 +8,16 @@
 //! - [`contexts`]: the contexts file (endpoints and credentials, like a
 //!   kubeconfig) that API commands connect with;
 //! - [`output`]: `-o table|json|yaml` printing;
-//! - [`files`]: writing secret files (modes, no overwrite, atomic).
+//! - [`files`]: writing secret files (modes, no overwrite, atomic);
+//! - [`remote`]: connecting to nodes' APIs (mTLS or a pinned maintenance
+//!   certificate) and calling them in parallel.
 
 pub mod cli;
 pub mod commands;
 pub mod contexts;
 pub mod files;
 pub mod output;
+pub mod remote;
 pub mod secrets;
 pub mod secrets_dir;
 pub mod starting_config;

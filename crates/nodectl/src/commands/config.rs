@@ -28,6 +28,10 @@ pub fn run(cmd: ConfigCommand, format: OutputFormat) -> Result<Status, CliError>
         ConfigCommand::Validate(args) => validate(&args, format),
         ConfigCommand::Plan(args) => plan(&args, format),
         ConfigCommand::Schema => schema(format),
+        // Dispatched to the remote commands by `commands::run`.
+        ConfigCommand::Confirm | ConfigCommand::History | ConfigCommand::Rollback(_) => Err(
+            CliError::Internal("config confirm/history/rollback reached the offline runner".into()),
+        ),
     }
 }
 
@@ -256,11 +260,18 @@ fn schema(format: OutputFormat) -> Result<Status, CliError> {
 fn load_for_plan(path: &Path) -> Result<Option<machine_config::MachineConfig>, CliError> {
     let name = display_name(path);
     let bytes = read_input(path)?;
-    match check_bytes(&bytes) {
+    Ok(check_printing(&name, &bytes))
+}
+
+/// Parses and validates `bytes`, printing every problem (and warning) to
+/// standard error as `NAME: problem`, then a verdict line if invalid.
+/// `None` when the config is invalid.
+pub fn check_printing(name: &str, bytes: &[u8]) -> Option<machine_config::MachineConfig> {
+    match check_bytes(bytes) {
         Checked::Unparsable(e) => {
             eprintln!("{name}: {e}");
             eprintln!("{name}: invalid (1 error)");
-            Ok(None)
+            None
         }
         Checked::Document(doc, report) => {
             for e in &report.errors {
@@ -270,10 +281,10 @@ fn load_for_plan(path: &Path) -> Result<Option<machine_config::MachineConfig>, C
                 eprintln!("{name}: warning: {w}");
             }
             if report.is_ok() {
-                Ok(Some(doc.config))
+                Some(doc.config)
             } else {
                 eprintln!("{name}: invalid ({})", plural(report.errors.len(), "error"));
-                Ok(None)
+                None
             }
         }
     }

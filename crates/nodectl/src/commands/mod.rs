@@ -2,17 +2,20 @@
 //! status contract, and the helpers every command shares (reading inputs,
 //! writing to standard output).
 //!
-//! Exit status: 0 success; 1 the input is invalid (a config with errors);
-//! 2 usage, I/O or any other error (printed to standard error by `main`).
+//! Exit status: 0 success; 1 the input is invalid (a config with errors)
+//! or a node refused or failed a call; 2 usage, I/O, connection or any
+//! other error (printed to standard error by `main`).
 
 pub mod completion;
 pub mod config;
+pub mod context;
 pub mod gen;
+pub mod remote;
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ConfigCommand, GetCommand};
 use crate::contexts::ContextsError;
 use crate::files::WriteError;
 use crate::output::OutputError;
@@ -90,10 +93,32 @@ pub enum CliError {
 /// Runs the command `cli` describes.
 pub fn run(cli: Cli) -> Result<Status, CliError> {
     let format = cli.output;
+    let connect = &cli.connect;
     match cli.command {
+        Command::Config(ConfigCommand::Confirm) => remote::confirm(connect, format),
+        Command::Config(ConfigCommand::History) => remote::history(connect, format),
+        Command::Config(ConfigCommand::Rollback(args)) => remote::rollback(connect, format, &args),
         Command::Config(cmd) => config::run(cmd, format),
         Command::Gen(cmd) => gen::run(cmd, format),
         Command::Completion(args) => completion::run(&args),
+        Command::Context(cmd) => context::run(&cmd, connect, format),
+        Command::ApplyConfig(args) => remote::apply_config(connect, format, &args),
+        Command::Get(GetCommand::Config { generation }) => {
+            remote::get_config(connect, format, generation)
+        }
+        Command::Services => remote::services(connect, format),
+        Command::Service(cmd) => remote::service(connect, format, &cmd),
+        Command::Logs(args) => remote::logs(connect, format, &args),
+        Command::Dmesg(args) => remote::dmesg(connect, format, &args),
+        Command::Read(args) => remote::read(connect, &args),
+        Command::Stats => remote::stats(connect, format),
+        Command::Mounts => remote::mounts(connect, format),
+        Command::Version => remote::version(connect, format),
+        Command::Health(args) => remote::health(connect, format, &args),
+        Command::Events(args) => remote::events(connect, format, &args),
+        Command::Reboot(args) => remote::power(connect, format, &args, true),
+        Command::Shutdown(args) => remote::power(connect, format, &args, false),
+        Command::LastShutdown => remote::last_shutdown(connect, format),
     }
 }
 

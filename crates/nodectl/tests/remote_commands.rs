@@ -1,0 +1,799 @@
+//! The remote commands of the real `nodectl` binary against the real apid
+//! gateway, in-process (`apid::server::serve`, mutual TLS or maintenance
+//! mode on loopback) in front of a TEST DOUBLE of init's API server (the
+//! generated `Machine` trait on a unix socket): init itself only runs as
+//! PID 1 in a VM. The double answers with fixed data and records what it
+//! received, so the tests can prove what nodectl sent, and that apid's
+//! role check refused a call before it reached the node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::v1::machine_server::{Machine, MachineServer};
+use api::v1::*;
+use apid::server::{Gateway, Mode};
+use tonic::{Request, Response, Status};
+
+const GOOD: &str = "\
+apiVersion: keelson.dev/v1alpha1
+kind: MachineConfig
+machine:
+  hostname: node1
+  sysctls:
+    vm.max_map_count: \"262144\"
+";
+
+/// Two errors: a malformed sysctl key and a file outside /etc and /var.
+const BAD: &str = "\
+apiVersion: keelson.dev/v1alpha1
+kind: MachineConfig
+machine:
+  hostname: node1
+  sysctls:
+    net..ipv4: \"1\"
+  files:
+    - path: /usr/bin/evil
+      content: \"x\"
+";
+
+/// The bytes the double serves for `Read`: every byte value, twice.
+fn file_bytes() -> Vec<u8> {
+    (0..=255u8).chain(0..=255u8).collect()
+}
+
+/// What the double does differently per node.
+#[derive(Clone, Default)]
+struct Behaviour {
+    hostname: String,
+    /// ServiceList fails with FailedPrecondition.
+    refuse_services: bool,
+}
+
+/// The test double of init's API (see the module doc).
+#[derive(Clone, Default)]
+struct Double {
+    behaviour: Behaviour,
+    calls: Arc<Mutex<Vec<String>>>,
+    applied: Arc<Mutex<Vec<ApplyConfigurationRequest>>>,
+}
+
+impl Double {
+    fn called(&self, method: &str) {
+        self.calls.lock().unwrap().push(method.to_owned());
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+fn nope<T>() -> Result<Response<T>, Status> {
+    Err(Status::unimplemented("not in the test double"))
+}
+
+#[tonic::async_trait]
+impl Machine for Double {
+    async fn version(
+        &self,
+        _: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        self.called("Version");
+        Ok(Response::new(VersionResponse {
+            os_version: "1.2.3-test".into(),
+            slot: "A".into(),
+            kernel: "6.12.0-test".into(),
+            build_id: "build-77".into(),
+            maintenance: false,
+            hostname: self.behaviour.hostname.clone(),
+            uptime_s: 42,
+        }))
+    }
+    async fn health(&self, _: Request<HealthRequest>) -> Result<Response<HealthResponse>, Status> {
+        nope()
+    }
+    type EventsStream = Stream<Event>;
+    async fn events(
+        &self,
+        _: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        nope()
+    }
+    async fn apply_configuration(
+        &self,
+        req: Request<ApplyConfigurationRequest>,
+    ) -> Result<Response<ApplyConfigurationResponse>, Status> {
+        self.called("ApplyConfiguration");
+        self.applied.lock().unwrap().push(req.into_inner());
+        Ok(Response::new(ApplyConfigurationResponse {
+            plan: vec![PlannedChange {
+                kind: "sysctl".into(),
+                path: "machine.sysctls.vm.max_map_count".into(),
+                apply: "live".into(),
+                summary: "sysctl vm.max_map_count: 65530 -> 262144".into(),
+            }],
+            outcome: "applied live".into(),
+            generation: 2,
+            ..Default::default()
+        }))
+    }
+    async fn confirm_configuration(
+        &self,
+        _: Request<ConfirmConfigurationRequest>,
+    ) -> Result<Response<ConfirmConfigurationResponse>, Status> {
+        nope()
+    }
+    async fn get_configuration(
+        &self,
+        _: Request<GetConfigurationRequest>,
+    ) -> Result<Response<GetConfigurationResponse>, Status> {
+        nope()
+    }
+    async fn config_history(
+        &self,
+        _: Request<ConfigHistoryRequest>,
+    ) -> Result<Response<ConfigHistoryResponse>, Status> {
+        nope()
+    }
+    async fn rollback_configuration(
+        &self,
+        _: Request<RollbackConfigurationRequest>,
+    ) -> Result<Response<ApplyConfigurationResponse>, Status> {
+        nope()
+    }
+    async fn service_list(
+        &self,
+        _: Request<ServiceListRequest>,
+    ) -> Result<Response<ServiceListResponse>, Status> {
+        self.called("ServiceList");
+        if self.behaviour.refuse_services {
+            return Err(Status::failed_precondition(
+                "services are not supervised yet",
+            ));
+        }
+        Ok(Response::new(ServiceListResponse {
+            services: vec![
+                ServiceStatus {
+                    name: "containerd".into(),
+                    state: "running".into(),
+                    pid: 100,
+                    restarts: 0,
+                    last_exit: String::new(),
+                    since_unix_ms: 1_700_000_000_000,
+                },
+                ServiceStatus {
+                    name: "kubelet".into(),
+                    state: "backing-off".into(),
+                    pid: 0,
+                    restarts: 3,
+                    last_exit: "exit status 1".into(),
+                    since_unix_ms: 1_700_000_100_000,
+                },
+            ],
+        }))
+    }
+    async fn service_start(
+        &self,
+        _: Request<ServiceRequest>,
+    ) -> Result<Response<ServiceResponse>, Status> {
+        nope()
+    }
+    async fn service_stop(
+        &self,
+        _: Request<ServiceRequest>,
+    ) -> Result<Response<ServiceResponse>, Status> {
+        nope()
+    }
+    async fn service_restart(
+        &self,
+        _: Request<ServiceRequest>,
+    ) -> Result<Response<ServiceResponse>, Status> {
+        nope()
+    }
+    async fn service_kill(
+        &self,
+        _: Request<ServiceKillRequest>,
+    ) -> Result<Response<ServiceResponse>, Status> {
+        nope()
+    }
+    type LogsStream = Stream<LogLine>;
+    async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        self.called("Logs");
+        let req = req.into_inner();
+        let lines: Vec<Result<LogLine, Status>> = (0..3)
+            .map(|i| {
+                Ok(LogLine {
+                    unix_ms: 1_700_000_000_000 + i,
+                    line: format!("{} line {i}", req.service),
+                    stream: "stdout".into(),
+                })
+            })
+            .collect();
+        let head = tokio_stream::iter(lines);
+        if req.follow {
+            // Following: the stream stays open after the lines so far.
+            Ok(Response::new(Box::pin(tokio_stream::StreamExt::chain(
+                head,
+                tokio_stream::pending(),
+            ))))
+        } else {
+            Ok(Response::new(Box::pin(head)))
+        }
+    }
+    type DmesgStream = Stream<LogLine>;
+    async fn dmesg(&self, _: Request<DmesgRequest>) -> Result<Response<Self::DmesgStream>, Status> {
+        nope()
+    }
+    type ReadStream = Stream<Chunk>;
+    async fn read(&self, req: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        self.called("Read");
+        assert_eq!(req.into_inner().path, "/proc/test/binary");
+        let bytes = file_bytes();
+        let (a, b) = bytes.split_at(300);
+        let chunks = vec![
+            Ok(Chunk {
+                data: a.to_vec(),
+                truncated: false,
+            }),
+            Ok(Chunk {
+                data: b.to_vec(),
+                truncated: false,
+            }),
+        ];
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+    async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        nope()
+    }
+    async fn mounts(&self, _: Request<MountsRequest>) -> Result<Response<MountsResponse>, Status> {
+        nope()
+    }
+    async fn reboot(&self, _: Request<PowerRequest>) -> Result<Response<PowerResponse>, Status> {
+        nope()
+    }
+    async fn shutdown(&self, _: Request<PowerRequest>) -> Result<Response<PowerResponse>, Status> {
+        nope()
+    }
+    async fn last_shutdown(
+        &self,
+        _: Request<LastShutdownRequest>,
+    ) -> Result<Response<LastShutdownResponse>, Status> {
+        nope()
+    }
+}
+
+/// A runtime serving nodes (double + in-process apid) in the background.
+struct Lab {
+    rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Lab {
+            rt,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts a double behind apid with `tls` and `mode`; returns apid's
+    /// address.
+    fn node(&self, double: &Double, tls: Arc<rustls::ServerConfig>, mode: Mode) -> SocketAddr {
+        let name = format!("init-{}.sock", double.behaviour.hostname);
+        let socket = self.path(&name);
+        let svc = MachineServer::new(double.clone());
+        let _guard = self.rt.enter();
+        let unix = tokio::net::UnixListener::bind(&socket).unwrap();
+        self.rt.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(unix))
+                .await
+                .unwrap();
+        });
+        let listener = self
+            .rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gateway = Gateway {
+            tls,
+            mode,
+            upstream: apid::forward::Upstream::new(&socket),
+        };
+        self.rt.spawn(apid::server::serve(
+            listener,
+            gateway,
+            std::future::pending(),
+        ));
+        addr
+    }
+}
+
+fn nodectl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nodectl"))
+        .args(args)
+        .env_remove("NODECTL_LOG")
+        .env_remove("NODECTL_CONTEXTS")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn git(repo: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.invalid",
+        ])
+        .args([
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(repo)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", err(&o));
+    out(&o).trim().to_owned()
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Everything over mutual TLS with the secrets `nodectl gen secrets` made:
+/// output formats, fan-out with a refusing node, an unreachable node, a
+/// role refusal, streaming logs, raw reads and apply-config.
+#[test]
+fn remote_commands_over_mutual_tls() {
+    let lab = Lab::new();
+    let secrets = lab.path("secrets");
+    let o = nodectl(&[
+        "gen",
+        "secrets",
+        "--out",
+        secrets.to_str().unwrap(),
+        "--endpoint",
+        "127.0.0.1:1",
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let read = |f: &str| std::fs::read_to_string(secrets.join(f)).unwrap();
+    let ca =
+        nodectl::secrets::CertificateAuthority::from_pem(&read("ca.crt"), &read("ca.key")).unwrap();
+    let node_cert = ca
+        .issue_node(&nodectl::secrets::NodeTemplate::default(), "node-a", &[])
+        .unwrap();
+    let pem_certs = |pem: &str| {
+        rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<rustls_pki_types::CertificateDer<'static>>, _>>()
+            .unwrap()
+    };
+    let server_tls = || {
+        apid::tls::mutual(
+            pem_certs(ca.cert_pem()),
+            pem_certs(&node_cert.cert_pem),
+            rustls_pki_types::pem::PemObject::from_pem_slice(node_cert.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let a = Double {
+        behaviour: Behaviour {
+            hostname: "node-a".into(),
+            refuse_services: false,
+        },
+        ..Default::default()
+    };
+    let b = Double {
+        behaviour: Behaviour {
+            hostname: "node-b".into(),
+            refuse_services: true,
+        },
+        ..Default::default()
+    };
+    let addr_a = lab.node(&a, server_tls(), Mode::Mutual).to_string();
+    let addr_b = lab.node(&b, server_tls(), Mode::Mutual).to_string();
+
+    // The generated contexts file points at 127.0.0.1:1; point it at A with
+    // `context`-level editing the way a user would: a second context.
+    let contexts = secrets.join("nodectl.yaml");
+    let text = std::fs::read_to_string(&contexts).unwrap();
+    assert!(text.contains("127.0.0.1:1"), "{text}");
+    std::fs::write(
+        &contexts,
+        format!(
+            "{text}\n  lab:\n    endpoints: [\"{addr_a}\"]\n    ca: ca.crt\n    cert: admin.crt\n    key: admin.key\n  reader:\n    endpoints: [\"{addr_a}\"]\n    ca: ca.crt\n    cert: reader.crt\n    key: reader.key\n"
+        ),
+    )
+    .unwrap();
+    let ctx = contexts.to_str().unwrap();
+    let o = nodectl(&["--contexts", ctx, "context", "use", "lab"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = nodectl(&["--contexts", ctx, "context", "list"]);
+    assert!(
+        out(&o)
+            .lines()
+            .any(|l| l.starts_with('*') && l.contains("lab")),
+        "{}",
+        out(&o)
+    );
+
+    // version: table, JSON and YAML of the same answer.
+    let o = nodectl(&["--contexts", ctx, "version"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let table = out(&o);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("hostname") && l.ends_with("node-a")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("os version") && l.ends_with("1.2.3-test")),
+        "{table}"
+    );
+    let o = nodectl(&["--contexts", ctx, "-o", "json", "version"]);
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["hostname"], "node-a");
+    assert_eq!(v["buildId"], "build-77");
+    assert_eq!(v["uptimeS"], 42);
+    let o = nodectl(&["--contexts", ctx, "-o", "yaml", "version"]);
+    let y: serde_json::Value = serde_saphyr::from_str(&out(&o)).unwrap();
+    assert_eq!(y, v);
+
+    // services: a table row per service; JSON with the fields.
+    let o = nodectl(&["--contexts", ctx, "services"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let rows: Vec<Vec<String>> = out(&o)
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows[0][..4], ["SERVICE", "STATE", "PID", "RESTARTS"]);
+    assert_eq!(rows[1][..4], ["containerd", "running", "100", "0"]);
+    assert_eq!(rows[2][..4], ["kubelet", "backing-off", "-", "3"]);
+    let o = nodectl(&["--contexts", ctx, "-o", "yaml", "services"]);
+    let y: serde_json::Value = serde_saphyr::from_str(&out(&o)).unwrap();
+    assert_eq!(y[1]["name"], "kubelet");
+    assert_eq!(y[1]["lastExit"], "exit status 1");
+
+    // Fan-out: A answers, B refuses; per-node lines and exit 1.
+    let nodes = format!("{addr_a},{addr_b}");
+    let o = nodectl(&["--contexts", ctx, "-n", &nodes, "services"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        out(&o)
+            .lines()
+            .any(|l| l.starts_with(&format!("{addr_a}: containerd"))),
+        "{}",
+        out(&o)
+    );
+    assert!(!out(&o).contains(&addr_b), "{}", out(&o));
+    assert_eq!(
+        err(&o).trim(),
+        format!("{addr_b}: FailedPrecondition: services are not supervised yet")
+    );
+    let o = nodectl(&["--contexts", ctx, "-n", &nodes, "-o", "json", "services"]);
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v[0]["node"], addr_a.as_str());
+    assert_eq!(v[0]["result"][0]["name"], "containerd");
+    assert_eq!(v[1]["error"]["code"], "FailedPrecondition");
+    assert_eq!(b.calls(), ["ServiceList", "ServiceList"]);
+
+    // An unreachable node: exit 2, the endpoint named.
+    let dead = format!("127.0.0.1:{}", closed_port());
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "-n",
+        &format!("{addr_a},{dead}"),
+        "version",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(
+        err(&o).starts_with(&format!("{dead}: cannot connect")),
+        "{}",
+        err(&o)
+    );
+    assert!(
+        out(&o).contains(&format!("{addr_a}: hostname")),
+        "{}",
+        out(&o)
+    );
+
+    // A reader may not read files: apid refuses naming the role; the node
+    // never sees the call.
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "--context",
+        "reader",
+        "read",
+        "/proc/test/binary",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert_eq!(
+        err(&o).trim(),
+        format!(
+            "{addr_a}: PermissionDenied: Read needs os:operator; client \"reader\" has os:reader"
+        )
+    );
+    assert!(!a.calls().contains(&"Read".to_owned()));
+
+    // read: the raw bytes, unchanged.
+    let o = nodectl(&["--contexts", ctx, "read", "/proc/test/binary"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(o.stdout, file_bytes());
+
+    // logs -f: the lines arrive while the stream is still open.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
+        .args(["--contexts", ctx, "logs", "kubelet", "-f", "--tail", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    for i in 0..3 {
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(line, format!("kubelet line {i}"));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "logs -f ended by itself"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Without -f the command ends after the lines.
+    let o = nodectl(&["--contexts", ctx, "logs", "kubelet"]);
+    assert_eq!(out(&o), "kubelet line 0\nkubelet line 1\nkubelet line 2\n");
+
+    // apply-config of an invalid file: every problem, exit 1, nothing sent.
+    let bad = lab.path("bad.yaml");
+    std::fs::write(&bad, BAD).unwrap();
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "apply-config",
+        "-f",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let problems = err(&o);
+    assert!(
+        problems.contains("machine.sysctls.net..ipv4: line 6 col 5"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("machine.files[0].path: line 8 col 13"),
+        "{problems}"
+    );
+    assert!(problems.contains("not sent to any node"), "{problems}");
+    assert!(err(&o).contains("invalid (2 errors)"), "{}", err(&o));
+    assert!(a.applied.lock().unwrap().is_empty());
+    assert!(!a.calls().contains(&"ApplyConfiguration".to_owned()));
+
+    // apply-config --git: the node receives the committed bytes and the
+    // repository, ref, commit and path.
+    let repo = lab.path("repo");
+    std::fs::create_dir_all(repo.join("nodes")).unwrap();
+    git(&repo, &["init", "-q"]);
+    std::fs::write(repo.join("nodes/node1.yaml"), GOOD).unwrap();
+    git(&repo, &["add", "nodes/node1.yaml"]);
+    git(&repo, &["commit", "-q", "-m", "node1"]);
+    let commit = git(&repo, &["rev-parse", "HEAD"]);
+    std::fs::write(repo.join("nodes/node1.yaml"), "work tree: not committed").unwrap();
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "apply-config",
+        "--git",
+        repo.to_str().unwrap(),
+        "--ref",
+        "main",
+        "--path",
+        "nodes/node1.yaml",
+        "--mode",
+        "try",
+        "--timeout",
+        "5m",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(
+        out(&o),
+        "live    sysctl vm.max_map_count: 65530 -> 262144\ngeneration 2: applied live\n"
+    );
+    let sent = a.applied.lock().unwrap().pop().unwrap();
+    assert_eq!(sent.config, GOOD.as_bytes());
+    let src = sent.source.clone().unwrap();
+    assert_eq!(src.git_repo, repo.to_str().unwrap());
+    assert_eq!(src.git_ref, "main");
+    assert_eq!(src.git_commit, commit);
+    assert_eq!(src.git_path, "nodes/node1.yaml");
+    assert!(src.file.is_empty());
+    assert_eq!(sent.mode(), ApplyMode::Try);
+    assert_eq!(sent.try_timeout_s, 300);
+    assert!(!sent.dry_run);
+
+    // apply-config -f with --dry-run: the file's absolute path is recorded.
+    let good = lab.path("good.yaml");
+    std::fs::write(&good, GOOD).unwrap();
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "-o",
+        "json",
+        "apply-config",
+        "-f",
+        good.to_str().unwrap(),
+        "--mode",
+        "no-reboot",
+        "--dry-run",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["generation"], 2);
+    assert_eq!(v["plan"][0]["apply"], "live");
+    let sent = a.applied.lock().unwrap().pop().unwrap();
+    assert_eq!(sent.source.clone().unwrap().file, good.to_str().unwrap());
+    assert_eq!(sent.mode(), ApplyMode::NoReboot);
+    assert!(sent.dry_run);
+    // --timeout belongs to --mode try.
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "apply-config",
+        "-f",
+        good.to_str().unwrap(),
+        "--timeout",
+        "30s",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+}
+
+/// Maintenance mode: apid's self-signed certificate, pinned by fingerprint
+/// in any common spelling; a wrong pin refuses the connection naming both
+/// fingerprints; no pin warns and connects.
+#[test]
+fn insecure_connections_pin_the_maintenance_fingerprint() {
+    let lab = Lab::new();
+    let cert = apid::maintenance::MaintenanceCert::load_or_generate(None).unwrap();
+    let fingerprint = cert.fingerprint();
+    let tls = apid::tls::maintenance(cert.cert, cert.key).unwrap();
+    let double = Double {
+        behaviour: Behaviour {
+            hostname: "fresh".into(),
+            refuse_services: false,
+        },
+        ..Default::default()
+    };
+    let addr = lab.node(&double, tls, Mode::Maintenance).to_string();
+
+    // Upper case with colons and a prefix, as some tools print it.
+    let colons = fingerprint
+        .to_ascii_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    let pinned = format!("sha256:{colons}");
+    let o = nodectl(&[
+        "--insecure",
+        "--fingerprint",
+        &pinned,
+        "-n",
+        &addr,
+        "-o",
+        "json",
+        "version",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(err(&o).is_empty(), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["hostname"], "fresh");
+
+    // Only Version and ApplyConfiguration in maintenance mode.
+    let o = nodectl(&[
+        "--insecure",
+        "--fingerprint",
+        &fingerprint,
+        "-n",
+        &addr,
+        "services",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        err(&o).starts_with(&format!(
+            "{addr}: PermissionDenied: node is in maintenance mode"
+        )),
+        "{}",
+        err(&o)
+    );
+
+    // A wrong pin: no call reaches the node, both fingerprints are named.
+    let calls_before = double.calls().len();
+    let wrong = "0".repeat(64);
+    let o = nodectl(&[
+        "--insecure",
+        "--fingerprint",
+        &wrong,
+        "-n",
+        &addr,
+        "version",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(
+        err(&o).contains(&format!("sha256:{fingerprint}")),
+        "{}",
+        err(&o)
+    );
+    assert!(err(&o).contains(&format!("sha256:{wrong}")), "{}", err(&o));
+    assert!(err(&o).starts_with(&format!("{addr}: ")), "{}", err(&o));
+    assert_eq!(double.calls().len(), calls_before);
+
+    // No pin: a warning, and it connects.
+    let o = nodectl(&["--insecure", "-n", &addr, "version"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(
+        err(&o).contains("warning: --insecure without --fingerprint"),
+        "{}",
+        err(&o)
+    );
+
+    // Without --insecure the self-signed certificate is refused (it does
+    // not chain to the context's CA).
+    let secrets = lab.path("secrets");
+    let o = nodectl(&[
+        "gen",
+        "secrets",
+        "--out",
+        secrets.to_str().unwrap(),
+        "--endpoint",
+        &addr,
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = nodectl(&[
+        "--contexts",
+        secrets.join("nodectl.yaml").to_str().unwrap(),
+        "version",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("TLS handshake failed"), "{}", err(&o));
+}
