@@ -531,6 +531,42 @@ fn remote_commands_over_mutual_tls() {
         out(&o)
     );
 
+    // The node's certificate must name the address used to reach it: a
+    // certificate from the right CA for the DNS name `node-c` only is
+    // refused when the node is reached by IP.
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        ca.cert_pem(),
+        rcgen::KeyPair::from_pem(ca.key_pem()).unwrap(),
+    )
+    .unwrap();
+    let c_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut c_params = rcgen::CertificateParams::new(vec!["node-c".to_owned()]).unwrap();
+    c_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let c_cert = c_params.signed_by(&c_key, &issuer).unwrap();
+    let c = Double {
+        behaviour: Behaviour {
+            hostname: "node-c".into(),
+            refuse_services: false,
+        },
+        ..Default::default()
+    };
+    let c_tls = apid::tls::mutual(
+        pem_certs(ca.cert_pem()),
+        vec![c_cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(c_key.serialize_der().into()),
+    )
+    .unwrap();
+    let addr_c = lab.node(&c, c_tls, Mode::Mutual).to_string();
+    let o = nodectl(&["--contexts", ctx, "-n", &addr_c, "version"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(
+        err(&o).starts_with(&format!("{addr_c}: cannot connect: "))
+            && err(&o).contains("TLS handshake failed"),
+        "{}",
+        err(&o)
+    );
+    assert!(c.calls().is_empty());
+
     // A reader may not read files: apid refuses naming the role; the node
     // never sees the call.
     let o = nodectl(&[
