@@ -294,7 +294,16 @@ pub async fn connect(
             let tcp = TcpStream::connect(addr.as_str()).await?;
             let _ = tcp.set_nodelay(true);
             let tls = connector.connect(name, tcp).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("TLS handshake failed: {}", chain(&e)))
+                // A refused pin is a rustls `General` error: its text alone
+                // says it all (without "unexpected error").
+                let reason = match e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                {
+                    Some(rustls::Error::General(message)) => message.clone(),
+                    _ => chain(&e),
+                };
+                std::io::Error::new(e.kind(), format!("TLS handshake failed: {reason}"))
             })?;
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
@@ -302,7 +311,11 @@ pub async fn connect(
     tracing::debug!(endpoint, "connecting");
     match tokio::time::timeout(timeout, channel_endpoint.connect_with_connector(service)).await {
         Ok(Ok(channel)) => Ok(MachineClient::new(channel)),
-        Ok(Err(e)) => Err(err(chain(&e))),
+        // tonic's own "transport error" says nothing: start at its cause.
+        Ok(Err(e)) => Err(err(match std::error::Error::source(&e) {
+            Some(cause) => chain(cause),
+            None => chain(&e),
+        })),
         Err(_) => Err(err(format!(
             "no connection within {} s",
             timeout.as_secs_f64()
