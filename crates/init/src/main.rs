@@ -4,20 +4,26 @@
 //! machine config, supervise services, ordered shutdown). It never panics
 //! out and never exits: every path ends in reboot(2).
 
+mod apid_service;
 mod apply;
 mod bootstate;
 mod cgroup;
 mod cmdline;
+#[allow(dead_code)] // a few accessors serve tests and later issues
+mod config_store;
 mod console;
 mod cri;
 mod etc;
+mod events;
 mod ext4;
 mod fsck;
 mod grow;
 mod kmod;
+mod machine_api;
 mod mounts;
 #[allow(dead_code)]
 mod network;
+mod node;
 mod panic;
 mod partitions;
 mod services;

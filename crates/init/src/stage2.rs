@@ -5,21 +5,22 @@
 //! for a shutdown.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use machine_config::render::NodeFacts;
 use machine_config::MachineConfig;
 use nix::mount::MsFlags;
 use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::bootstate::{timed, BootState, STAGE1_STATE};
+use crate::config_store::ConfigStore;
+use crate::events::EventBus;
 use crate::mounts::{self, MountError};
+use crate::node::{self, NodeCtl, ShutdownRequest};
 use crate::partitions;
 use crate::shutdown::{self, Deadlines, Ending};
 use crate::supervisor::Supervisor;
-use crate::{apply, cgroup, console, etc, ext4, grow, network, services};
+use crate::{apply, cgroup, console, etc, ext4, grow, machine_api};
 
 /// Where STATE is mounted (read-only except while written).
 pub const STATE_MOUNT: &str = "/system/state";
@@ -31,13 +32,6 @@ const STATIC_ETC: &str = "/usr/lib/keelson/etc";
 const VERSION_JSON: &str = "/usr/lib/keelson/version.json";
 /// Where service logs go.
 const LOG_DIR: &str = "/var/log";
-/// How long kubelet may take to start and settle before the node-ready
-/// marker is given up on.
-const KUBELET_READY: Duration = Duration::from_secs(120);
-
-/// Bound on configuring the network at boot (links, addresses, the first
-/// DHCP lease); the node goes on without it after that.
-const NETWORK_BOUND: Duration = Duration::from_secs(60);
 
 /// What makes stage 2 give up (followed by an emergency reboot).
 #[derive(Debug, Error)]
@@ -51,23 +45,6 @@ pub enum Stage2Error {
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
-}
-
-/// The running node's shared state (served by the API in a later issue).
-#[derive(Clone)]
-pub struct Node {
-    /// What this boot did.
-    pub state: Arc<Mutex<BootState>>,
-    /// The config in effect, if any.
-    pub config: Option<Arc<MachineConfig>>,
-}
-
-impl Node {
-    /// Locks the boot state (a poisoned lock still holds valid data: every
-    /// update is a single push or assignment).
-    pub fn state(&self) -> MutexGuard<'_, BootState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// Runs stage 2 until a shutdown has been carried out; returns how the
@@ -113,6 +90,7 @@ pub fn run() -> Result<Ending, Stage2Error> {
             None => st.error("partition STATE not found: no config, no history"),
         }
     });
+    timed(&mut state, "config-store", settle_config_store);
     let config = timed(&mut state, "load-config", load_config);
     state.maintenance = config.is_none();
     if let Some(cfg) = &config {
@@ -123,16 +101,12 @@ pub fn run() -> Result<Ending, Stage2Error> {
         });
         apply::report(&state);
     }
-    let node = Node {
-        state: Arc::new(Mutex::new(state)),
-        config: config.map(Arc::new),
-    };
-
+    let config = config.map(Arc::new);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(Stage2Error::Runtime)?;
-    runtime.block_on(serve(node))
+    runtime.block_on(serve(state, config))
 }
 
 /// Mounts /proc, /sys and /dev when stage 1 did not hand them over.
@@ -331,7 +305,6 @@ fn load_config(state: &mut BootState) -> Option<MachineConfig> {
 }
 
 /// Remounts STATE read-write for `f`, then read-only again.
-#[allow(dead_code)] // used by apply-config and upgrades (machine API)
 pub fn with_state_writable<T>(f: impl FnOnce() -> T) -> Result<T, MountError> {
     mounts::remount(Path::new(STATE_MOUNT), false)?;
     let out = f();
@@ -354,8 +327,12 @@ async fn wait_for_shutdown_signal() -> Result<(&'static str, Ending), Stage2Erro
     })
 }
 
-/// The async life of the node: services, then waiting for a shutdown.
-async fn serve(node: Node) -> Result<Ending, Stage2Error> {
+/// The async life of the node: the API, apid, the services, then waiting
+/// for a shutdown request (signal or API) and carrying it out.
+async fn serve(
+    state: BootState,
+    config: Option<Arc<MachineConfig>>,
+) -> Result<Ending, Stage2Error> {
     // Signal streams first, so a SIGTERM during boot is never lost.
     let signal = wait_for_shutdown_signal();
     tokio::pin!(signal);
@@ -363,251 +340,127 @@ async fn serve(node: Node) -> Result<Ending, Stage2Error> {
         .map_err(|e| Stage2Error::Supervisor(e.to_string()))?;
     tokio::spawn(reaper.run());
 
+    let events = EventBus::default();
+    for p in &state.phases {
+        events.emit(
+            "boot-phase",
+            format!("{} took {} ms", p.name, p.took_ms),
+            &[
+                ("phase", p.name.clone()),
+                ("took_ms", p.took_ms.to_string()),
+            ],
+        );
+    }
+    let (node, mut requests) = NodeCtl::new(
+        state,
+        config.clone(),
+        sup.clone(),
+        events,
+        PathBuf::from(STATE_MOUNT).join("config"),
+    );
+    node.forward_service_events();
+    if let Err(e) = machine_api::serve(node.clone(), Path::new(api::INIT_SOCKET)) {
+        node.state().error(format!("machine API: {e}"));
+    }
+    node.start_apid();
+    match config {
+        Some(cfg) => {
+            let n = node.clone();
+            tokio::spawn(async move { node::start_services(&n, cfg).await });
+        }
+        None => tracing::info!("maintenance mode: waiting for a config from the API"),
+    }
+
+    let req = tokio::select! {
+        s = &mut signal => {
+            let (cause, ending) = s?;
+            node.mark_shutting_down();
+            ShutdownRequest { cause: cause.to_string(), ending, force: false }
+        }
+        r = requests.recv() => r.unwrap_or(ShutdownRequest {
+            cause: "shutdown channel closed".to_string(),
+            ending: Ending::Reboot,
+            force: false,
+        }),
+    };
     let deadlines = node
-        .config
+        .config()
         .as_deref()
         .map(Deadlines::from_config)
         .unwrap_or_default();
-    let boot = boot_services(&node, &sup);
-    let (cause, ending) = tokio::select! {
-        s = &mut signal => s?,
-        () = boot => signal.await?,
-    };
-    shutdown::ordered(Some(&sup), deadlines, cause).await;
-    Ok(ending)
+    shutdown::ordered(Some(&sup), deadlines, &req.cause).await;
+    Ok(req.ending)
 }
 
-/// Network, files, containerd, images, kubelet; then the ready marker.
-async fn boot_services(node: &Node, sup: &Supervisor) {
-    let Some(cfg) = node.config.clone() else {
-        tracing::info!("maintenance mode: waiting for a config from the API");
-        return;
-    };
-    let t = Instant::now();
-    let (facts, dns) = configure_network(node, &cfg).await;
-    node.state().phase("network", t.elapsed());
-    if let Some(dns) = dns {
-        tokio::spawn(follow_dns(Arc::clone(&cfg), facts.clone(), dns));
-    }
-
-    let t = Instant::now();
-    let kubelet_args = render_files(node, &cfg, &facts);
-    node.state().phase("render-files", t.elapsed());
-
-    let t = Instant::now();
-    let containerd_ready = match sup.start(services::containerd_spec()) {
-        Ok(h) => match h.wait_ready(Duration::from_secs(95)).await {
-            Ok(()) => true,
-            Err(e) => {
-                node.state().error(format!("containerd not ready: {e}"));
-                false
-            }
-        },
+/// Settles the config store before the config is loaded: a `try` left
+/// unconfirmed by the previous boot is reverted (its generation never
+/// became current), a staged config becomes current.
+fn settle_config_store(state: &mut BootState) {
+    let dir = PathBuf::from(STATE_MOUNT).join("config");
+    let store = match ConfigStore::open(&dir) {
+        Ok(s) => s,
         Err(e) => {
-            node.state().error(format!("starting containerd: {e}"));
-            false
+            state.error(format!("config store: {e}"));
+            return;
         }
     };
-    node.state().phase("containerd", t.elapsed());
-    if !containerd_ready {
-        return;
-    }
-    let t = Instant::now();
-    let archives = services::preload_list(Path::new(services::IMAGES_DIR), Some(&cfg));
-    let imported = services::import_images(sup, &archives).await;
-    tracing::info!(imported, of = archives.len(), "preloaded images");
-    node.state().phase("preload-images", t.elapsed());
-
-    let Some(args) = kubelet_args.filter(|_| cfg.kubelet.enabled) else {
-        tracing::info!("kubelet disabled by the config");
-        return;
-    };
-    let t = Instant::now();
-    if let Err(e) = sup.start(services::kubelet_spec(&cfg, args)) {
-        node.state().error(format!("starting kubelet: {e}"));
-        return;
-    }
-    if !services::kubelet_settled(sup, KUBELET_READY).await {
-        node.state()
-            .error("kubelet did not keep running: node not ready".to_string());
-        return;
-    }
-    node.state().phase("kubelet", t.elapsed());
-    let slot = node.state().slot.clone();
-    console::marker(&format!(
-        "node ready slot={slot} version={} since_kernel_ms={}",
-        version(),
-        crate::sys::since_kernel_ms()
-    ));
-    console::marker(&format!("init rss_kib={}", rss_kib().unwrap_or(0)));
-}
-
-/// What the network thread reports once the boot-time configuration is
-/// done: the state, and the DNS facts DHCP keeps publishing.
-type NetworkReport = (
-    Result<network::NetworkState, String>,
-    Option<tokio::sync::watch::Receiver<network::DnsFacts>>,
-);
-
-/// Configures the network (links, addresses, routes, DHCP) and keeps the
-/// leases renewed, on a thread of its own with its own runtime: a network
-/// step that blocks can never stall PID 1's main loop (services, reaping,
-/// signals). Returns what the renderers need to know, within
-/// [`NETWORK_BOUND`].
-async fn configure_network(
-    node: &Node,
-    cfg: &MachineConfig,
-) -> (
-    NodeFacts,
-    Option<tokio::sync::watch::Receiver<network::DnsFacts>>,
-) {
-    let mut facts = NodeFacts {
-        hostname: cfg.machine.hostname.clone(),
-        ..NodeFacts::default()
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel::<NetworkReport>();
-    let net_cfg = cfg.network.clone();
-    let dhcp = cfg.network.interfaces.iter().any(|i| i.dhcp);
-    let spawned = std::thread::Builder::new()
-        .name("network".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = tx.send((Err(format!("network runtime: {e}")), None));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let state = match network::apply(&net_cfg).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = tx.send((Err(e.to_string()), None));
-                        return;
-                    }
-                };
-                let renewal = if dhcp {
-                    match network::spawn_dhcp_renewal(&state, &network::Timing::default()) {
-                        Ok(r) => Some(r),
-                        Err(e) => {
-                            tracing::error!(error = %e, "DHCP renewal not started");
-                            None
-                        }
-                    }
-                } else {
-                    None
-                };
-                let dns = renewal.as_ref().map(|r| r.dns.clone());
-                let _ = tx.send((Ok(state), dns));
-                // Keep the leases (and this runtime) alive for the node's life.
-                let _renewal = renewal;
-                std::future::pending::<()>().await;
-            });
-        });
-    if let Err(e) = spawned {
-        node.state().error(format!("network thread: {e}"));
-        return (facts, None);
-    }
-    let (state, dns) = match tokio::time::timeout(NETWORK_BOUND, rx).await {
-        Ok(Ok((Ok(state), dns))) => (state, dns),
-        Ok(Ok((Err(e), _))) => {
-            node.state().error(format!("network: {e}"));
-            return (facts, None);
+    let trial = store.pending_try();
+    let staged = store.pending_stage();
+    let (trial, staged) = match (trial, staged) {
+        (Ok(t), Ok(s)) => (t, s),
+        (Err(e), _) | (_, Err(e)) => {
+            state.error(format!("config store: {e}"));
+            return;
         }
-        Ok(Err(_)) => {
-            node.state()
-                .error("network: the network thread ended without a report".to_string());
-            return (facts, None);
-        }
-        Err(_) => {
-            node.state().error(format!(
-                "network: not configured within {NETWORK_BOUND:?}; going on without it"
+    };
+    if trial.is_none() && staged.is_none() {
+        return;
+    }
+    let done = with_state_writable(|| -> Result<Vec<String>, crate::config_store::StoreError> {
+        let mut notes = Vec::new();
+        if let Some(t) = &trial {
+            let r = store.revert_try()?;
+            notes.push(format!(
+                "config generation {} reverted at boot: it was on trial and not confirmed",
+                r.generation
             ));
-            return (facts, None);
+            let _ = t;
         }
-    };
-    for iface in &state.interfaces {
-        match &iface.error {
-            Some(e) => node
-                .state()
-                .error(format!("network interface {}: {e}", iface.name)),
-            None => tracing::info!(
-                interface = %iface.name,
-                addresses = ?iface.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-                dhcp = iface.dhcp.is_some(),
-                "interface configured"
-            ),
+        if staged.is_some() {
+            if let Some(r) = store.take_staged()? {
+                notes.push(format!(
+                    "config generation {} (staged) is now current",
+                    r.generation
+                ));
+            }
         }
-    }
-    facts.node_ip = state.first_address();
-    facts.dhcp_nameservers = state.nameservers.clone();
-    facts.dhcp_search = state.search.clone();
-    (facts, dns)
-}
-
-/// Rewrites /etc/resolv.conf whenever DHCP's DNS facts change, for as
-/// long as the renewal runs.
-async fn follow_dns(
-    cfg: Arc<MachineConfig>,
-    mut facts: NodeFacts,
-    mut dns: tokio::sync::watch::Receiver<network::DnsFacts>,
-) {
-    while dns.changed().await.is_ok() {
-        let d = dns.borrow_and_update().clone();
-        facts.dhcp_nameservers = d.nameservers;
-        facts.dhcp_search = d.search;
-        let file = machine_config::render::RenderedFile {
-            path: machine_config::render::RESOLV_CONF.to_string(),
-            content: machine_config::render::resolv_conf(&cfg, &facts),
-            mode: 0o644,
-        };
-        match apply::write_file(Path::new("/"), &file) {
-            Ok(_) => tracing::info!("resolv.conf updated from DHCP"),
-            Err(e) => tracing::warn!(error = %e, "resolv.conf not updated"),
+        Ok(notes)
+    });
+    match done {
+        Ok(Ok(notes)) => {
+            for n in notes {
+                console::marker(&n);
+            }
         }
+        Ok(Err(e)) => state.error(format!("config store: {e}")),
+        Err(e) => state.error(format!("config store: making STATE writable: {e}")),
     }
 }
 
-/// Renders and writes every file; returns kubelet's flags (None when the
-/// config cannot be rendered).
-fn render_files(node: &Node, cfg: &MachineConfig, facts: &NodeFacts) -> Option<Vec<String>> {
-    match machine_config::render::all(cfg, facts) {
-        Ok(files) => {
-            let mut st = node.state();
-            let n = apply::files(&mut st, Path::new("/"), &files);
-            tracing::info!(written = n, of = files.len(), "files rendered");
-        }
-        Err(e) => {
-            node.state().error(format!("rendering files: {e}"));
-            return None;
-        }
-    }
-    if !cfg.kubelet.enabled {
-        return Some(Vec::new());
-    }
-    match machine_config::render::kubelet::render(cfg, facts) {
-        Ok(k) => Some(k.args),
-        Err(e) => {
-            node.state().error(format!("rendering kubelet flags: {e}"));
-            None
-        }
-    }
+/// The image's version manifest (`null` if unreadable).
+pub fn version_manifest() -> serde_json::Value {
+    std::fs::read(VERSION_JSON)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// The image's version from its manifest (`unknown` if unreadable).
 pub fn version() -> String {
-    std::fs::read(VERSION_JSON)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| {
-            v.get("version")
-                .and_then(|s| s.as_str())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "unknown".to_string())
+    version_manifest()
+        .get("version")
+        .and_then(|s| s.as_str())
+        .map_or_else(|| "unknown".to_string(), str::to_string)
 }
 
 /// init's resident set size in KiB (`VmRSS` of /proc/self/status).
