@@ -26,6 +26,8 @@ mod network;
 mod node;
 mod panic;
 mod partitions;
+#[allow(dead_code)] // selected on by stage 2 (integrator)
+mod power_button;
 mod services;
 mod shutdown;
 mod stage1;

@@ -1,0 +1,203 @@
+//! Stopping every pod through CRI while the network is still up: running
+//! containers first, each with a grace period (SIGTERM, then the runtime's
+//! SIGKILL), in parallel; then every sandbox (which kills what is left and
+//! tears down its CNI network), in parallel. Every call is bounded.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+
+use super::report::Outcome;
+use crate::cri::{CriError, RuntimeClient};
+
+/// Bound of connecting and of each list call.
+const CALL_BOUND: Duration = Duration::from_secs(5);
+/// Added to a container's grace period for the runtime's SIGKILL and reply.
+const KILL_MARGIN: Duration = Duration::from_secs(3);
+
+/// The container grace period within a `budget` for the whole step: two
+/// thirds of it (whole seconds, at least 1), leaving the rest for the
+/// sandboxes.
+pub(crate) fn grace_period(budget: Duration) -> Duration {
+    Duration::from_secs((budget.as_secs() * 2 / 3).max(1))
+}
+
+/// Tally of one kind of call.
+#[derive(Default)]
+struct Tally {
+    asked: usize,
+    done: usize,
+    slow: usize,
+    timed_out: usize,
+    errors: Vec<String>,
+}
+
+impl Tally {
+    /// Counts one stop call; one that took `slow_after` or more ended by
+    /// the runtime's SIGKILL.
+    fn add(&mut self, r: Result<Duration, CriError>, slow_after: Option<Duration>) {
+        self.asked += 1;
+        match r {
+            Ok(took) => {
+                self.done += 1;
+                if slow_after.is_some_and(|g| took >= g) {
+                    self.slow += 1;
+                }
+            }
+            Err(e) => self.error(e),
+        }
+    }
+
+    /// Counts a failed call (a stop or the list before them).
+    fn error(&mut self, e: CriError) {
+        match e {
+            CriError::Timeout { .. } => self.timed_out += 1,
+            e => self.errors.push(e.to_string()),
+        }
+    }
+}
+
+/// Stops every container and sandbox of the runtime at `socket` within
+/// `budget`.
+pub(crate) async fn stop_all(socket: &Path, budget: Duration) -> (Outcome, String) {
+    if !socket.exists() {
+        return (
+            Outcome::Skipped,
+            format!("no CRI socket at {}", socket.display()),
+        );
+    }
+    let start = Instant::now();
+    let left = || budget.saturating_sub(start.elapsed());
+    let client = match RuntimeClient::connect(socket, CALL_BOUND.min(budget)).await {
+        Ok(c) => c,
+        Err(e) => return (Outcome::Failed, format!("CRI unreachable: {e}")),
+    };
+
+    // Containers, gracefully.
+    let grace = grace_period(budget);
+    let mut containers = Tally::default();
+    match client.list_containers(CALL_BOUND.min(left())).await {
+        Ok(list) => {
+            let running: Vec<_> = list.into_iter().filter(|c| c.running()).collect();
+            let bound = (grace + KILL_MARGIN).min(left());
+            let calls = running.iter().map(|c| {
+                let client = client.clone();
+                async move {
+                    let t = Instant::now();
+                    let r = client
+                        .stop_container(&c.id, grace.as_secs() as i64, bound)
+                        .await;
+                    tracing::info!(container = %c.id, sandbox = %c.pod_sandbox_id,
+                        name = %c.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or(""),
+                        took_ms = t.elapsed().as_millis() as u64, ok = r.is_ok(), "container stopped");
+                    r.map(|()| t.elapsed())
+                }
+            });
+            for r in join_all(calls).await {
+                containers.add(r, Some(grace));
+            }
+        }
+        Err(e) => containers.error(e),
+    }
+
+    // Sandboxes: network teardown and whatever is left.
+    let mut sandboxes = Tally::default();
+    match client.list_pod_sandboxes(CALL_BOUND.min(left())).await {
+        Ok(list) => {
+            let bound = left().max(Duration::from_secs(1));
+            let calls = list.iter().map(|s| {
+                let client = client.clone();
+                async move {
+                    let t = Instant::now();
+                    let r = client.stop_pod_sandbox(&s.id, bound).await;
+                    tracing::info!(sandbox = %s.id, pod = %s.describe(),
+                        took_ms = t.elapsed().as_millis() as u64, ok = r.is_ok(), "pod sandbox stopped");
+                    r.map(|()| t.elapsed())
+                }
+            });
+            for r in join_all(calls).await {
+                sandboxes.add(r, None);
+            }
+        }
+        Err(e) => sandboxes.error(e),
+    }
+
+    let mut detail = format!(
+        "containers stopped {}/{} (grace {}s, {} killed at its end), sandboxes stopped {}/{}",
+        containers.done,
+        containers.asked,
+        grace.as_secs(),
+        containers.slow,
+        sandboxes.done,
+        sandboxes.asked
+    );
+    let timed_out = containers.timed_out + sandboxes.timed_out;
+    if timed_out > 0 {
+        detail.push_str(&format!(", {timed_out} call(s) timed out"));
+    }
+    let errors: Vec<&String> = containers.errors.iter().chain(&sandboxes.errors).collect();
+    if let Some(first) = errors.first() {
+        detail.push_str(&format!(", {} error(s), first: {first}", errors.len()));
+    }
+    let outcome = if timed_out > 0 {
+        Outcome::TimedOut
+    } else if !errors.is_empty() {
+        Outcome::Failed
+    } else if containers.slow > 0 {
+        Outcome::Forced
+    } else {
+        Outcome::Ok
+    };
+    (outcome, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn the_grace_period_leaves_a_third_for_the_sandboxes() {
+        assert_eq!(
+            grace_period(Duration::from_secs(30)),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            grace_period(Duration::from_millis(900)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn no_socket_means_nothing_to_stop() {
+        let t = tempfile::tempdir().unwrap();
+        let (o, detail) = stop_all(&t.path().join("containerd.sock"), Duration::from_secs(5)).await;
+        assert_eq!(o, Outcome::Skipped);
+        assert!(detail.contains("containerd.sock"), "{detail}");
+    }
+
+    #[tokio::test]
+    async fn a_mute_runtime_fails_or_times_out_within_the_budget() {
+        let t = tempfile::tempdir().unwrap();
+        let sock = t.path().join("mute.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let _hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let start = Instant::now();
+        let (o, detail) = stop_all(&sock, Duration::from_secs(2)).await;
+        assert!(
+            matches!(o, Outcome::Failed | Outcome::TimedOut),
+            "{o} {detail}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(12),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}
