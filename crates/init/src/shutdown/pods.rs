@@ -200,4 +200,162 @@ mod tests {
             start.elapsed()
         );
     }
+
+    /// A CRI runtime service in memory (containerd cannot run here): it
+    /// records the calls; a container named "stubborn" takes the whole
+    /// grace period to stop, as one ignoring SIGTERM would.
+    mod fake {
+        use crate::cri::*;
+        use std::convert::Infallible;
+        use std::sync::{Arc, Mutex};
+        use std::task::{Context, Poll};
+        use std::time::Duration;
+        use tonic::body::Body;
+        use tonic::codegen::http;
+
+        #[derive(Clone, Default)]
+        pub struct Cri {
+            pub calls: Arc<Mutex<Vec<String>>>,
+        }
+
+        impl tonic::server::NamedService for Cri {
+            const NAME: &'static str = "runtime.v1alpha2.RuntimeService";
+        }
+
+        type Fut = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<http::Response<Body>, Infallible>> + Send>,
+        >;
+
+        fn unary<Req, Resp, F, Fu>(req: http::Request<Body>, f: F) -> Fut
+        where
+            Req: prost::Message + Default + Send + 'static,
+            Resp: prost::Message + Send + 'static,
+            F: FnOnce(Req) -> Fu + Clone + Send + 'static,
+            Fu: std::future::Future<Output = Resp> + Send + 'static,
+        {
+            let svc = tower::service_fn(move |r: tonic::Request<Req>| {
+                let f = f.clone();
+                async move { Ok::<_, tonic::Status>(tonic::Response::new(f(r.into_inner()).await)) }
+            });
+            let mut grpc =
+                tonic::server::Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default());
+            Box::pin(async move { Ok(grpc.unary(svc, req).await) })
+        }
+
+        fn container(id: &str, name: &str, state: ContainerState) -> Container {
+            Container {
+                id: id.into(),
+                pod_sandbox_id: "sb-1".into(),
+                metadata: Some(ContainerMetadata {
+                    name: name.into(),
+                    attempt: 0,
+                }),
+                state: state as i32,
+            }
+        }
+
+        impl tower::Service<http::Request<Body>> for Cri {
+            type Response = http::Response<Body>;
+            type Error = Infallible;
+            type Future = Fut;
+
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, req: http::Request<Body>) -> Fut {
+                let calls = self.calls.clone();
+                let method = req
+                    .uri()
+                    .path()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                match method.as_str() {
+                    "ListContainers" => unary(req, |_: ListContainersRequest| async {
+                        ListContainersResponse {
+                            containers: vec![
+                                container("c-web", "web", ContainerState::Running),
+                                container("c-stubborn", "stubborn", ContainerState::Running),
+                                container("c-done", "done", ContainerState::Exited),
+                            ],
+                        }
+                    }),
+                    "StopContainer" => unary(req, move |r: StopContainerRequest| async move {
+                        calls
+                            .lock()
+                            .unwrap()
+                            .push(format!("StopContainer {} {}", r.container_id, r.timeout));
+                        if r.container_id == "c-stubborn" {
+                            tokio::time::sleep(Duration::from_secs(r.timeout as u64)).await;
+                        }
+                        StopContainerResponse {}
+                    }),
+                    "ListPodSandbox" => unary(req, |_: ListPodSandboxRequest| async {
+                        ListPodSandboxResponse {
+                            items: vec![
+                                PodSandbox {
+                                    id: "sb-1".into(),
+                                    metadata: None,
+                                    state: PodSandboxState::Ready as i32,
+                                },
+                                PodSandbox {
+                                    id: "sb-2".into(),
+                                    metadata: None,
+                                    state: PodSandboxState::NotReady as i32,
+                                },
+                            ],
+                        }
+                    }),
+                    "StopPodSandbox" => unary(req, move |r: StopPodSandboxRequest| async move {
+                        calls
+                            .lock()
+                            .unwrap()
+                            .push(format!("StopPodSandbox {}", r.pod_sandbox_id));
+                        StopPodSandboxResponse {}
+                    }),
+                    _ => Box::pin(
+                        async move { Ok(tonic::Status::unimplemented(method).into_http()) },
+                    ),
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn running_containers_then_every_sandbox_are_stopped_and_a_slow_one_counts_as_forced() {
+        let t = tempfile::tempdir().unwrap();
+        let sock = t.path().join("containerd.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let cri = fake::Cri::default();
+        let calls = cri.calls.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(cri)
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+        );
+        let start = Instant::now();
+        // A 3 s budget: grace 2 s for the containers.
+        let (outcome, detail) = stop_all(&sock, Duration::from_secs(3)).await;
+        let took = start.elapsed();
+        assert_eq!(outcome, Outcome::Forced, "{detail}");
+        assert!(
+            detail.contains("containers stopped 2/2 (grace 2s, 1 killed"),
+            "{detail}"
+        );
+        assert!(detail.contains("sandboxes stopped 2/2"), "{detail}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        let mut calls = calls.lock().unwrap().clone();
+        // Containers (in parallel) strictly before sandboxes.
+        assert_eq!(calls.len(), 4, "{calls:?}");
+        let (containers, sandboxes) = calls.split_at_mut(2);
+        containers.sort();
+        sandboxes.sort();
+        assert_eq!(
+            containers,
+            ["StopContainer c-stubborn 2", "StopContainer c-web 2"]
+        );
+        assert_eq!(sandboxes, ["StopPodSandbox sb-1", "StopPodSandbox sb-2"]);
+    }
 }
