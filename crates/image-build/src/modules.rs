@@ -85,6 +85,9 @@ pub const NODE: &[&str] = &[
     "vmw_vsock_virtio_transport",
     "virtio_console",
     "fat",
+    // The ACPI power button and the input events init reads it through.
+    "button",
+    "evdev",
 ];
 
 /// Module name as the kernel knows it (`-` and `_` are the same).

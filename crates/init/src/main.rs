@@ -26,7 +26,6 @@ mod network;
 mod node;
 mod panic;
 mod partitions;
-#[allow(dead_code)] // selected on by stage 2 (integrator)
 mod power_button;
 mod services;
 mod shutdown;

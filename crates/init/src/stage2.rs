@@ -20,7 +20,7 @@ use crate::node::{self, NodeCtl, ShutdownRequest};
 use crate::partitions;
 use crate::shutdown::{self, Deadlines, Ending};
 use crate::supervisor::Supervisor;
-use crate::{apply, cgroup, console, etc, ext4, grow, machine_api};
+use crate::{apply, cgroup, console, etc, ext4, grow, machine_api, power_button};
 
 /// Where STATE is mounted (read-only except while written).
 pub const STATE_MOUNT: &str = "/system/state";
@@ -32,6 +32,9 @@ const STATIC_ETC: &str = "/usr/lib/keelson/etc";
 const VERSION_JSON: &str = "/usr/lib/keelson/version.json";
 /// Where service logs go.
 const LOG_DIR: &str = "/var/log";
+
+/// Modules the power button needs (see [`coldplug`]).
+const POWER_BUTTON_MODULES: &[&str] = &["button", "evdev"];
 
 /// What makes stage 2 give up (followed by an emergency reboot).
 #[derive(Debug, Error)]
@@ -90,6 +93,7 @@ pub fn run() -> Result<Ending, Stage2Error> {
             None => st.error("partition STATE not found: no config, no history"),
         }
     });
+    let last_shutdown = timed(&mut state, "shutdown-report", consume_shutdown_report);
     timed(&mut state, "config-store", settle_config_store);
     let config = timed(&mut state, "load-config", load_config);
     state.maintenance = config.is_none();
@@ -106,7 +110,7 @@ pub fn run() -> Result<Ending, Stage2Error> {
         .enable_all()
         .build()
         .map_err(Stage2Error::Runtime)?;
-    runtime.block_on(serve(state, config))
+    runtime.block_on(serve(state, config, last_shutdown))
 }
 
 /// Mounts /proc, /sys and /dev when stage 1 did not hand them over.
@@ -200,6 +204,15 @@ fn early_mounts(state: &mut BootState) {
 fn coldplug(state: &mut BootState) {
     match crate::kmod::ModuleIndex::running_kernel() {
         Ok(idx) => {
+            // The ACPI power button reaches init as input events: the
+            // button driver and evdev, whether or not coldplug matched them.
+            if crate::sys::is_pid1() {
+                for m in POWER_BUTTON_MODULES {
+                    if let Err(e) = idx.load(m, &Default::default()) {
+                        state.error(format!("module {m} (power button): {e}"));
+                    }
+                }
+            }
             let (loaded, failed) = idx.coldplug(Path::new("/sys"));
             tracing::info!(loaded = %loaded.join(" "), "hardware drivers loaded");
             for f in failed {
@@ -332,6 +345,7 @@ async fn wait_for_shutdown_signal() -> Result<(&'static str, Ending), Stage2Erro
 async fn serve(
     state: BootState,
     config: Option<Arc<MachineConfig>>,
+    last_shutdown: api::v1::LastShutdownResponse,
 ) -> Result<Ending, Stage2Error> {
     // Signal streams first, so a SIGTERM during boot is never lost.
     let signal = wait_for_shutdown_signal();
@@ -359,6 +373,26 @@ async fn serve(
         PathBuf::from(STATE_MOUNT).join("config"),
     );
     node.forward_service_events();
+    node.events.emit(
+        "last-shutdown",
+        if last_shutdown.previous_clean {
+            "previous shutdown was clean".to_string()
+        } else {
+            "previous shutdown was not clean".to_string()
+        },
+        &[
+            ("previous_clean", last_shutdown.previous_clean.to_string()),
+            (
+                "cause",
+                last_shutdown
+                    .report
+                    .as_ref()
+                    .map(|r| r.cause.clone())
+                    .unwrap_or_default(),
+            ),
+        ],
+    );
+    node.set_last_shutdown(last_shutdown);
     if let Err(e) = machine_api::serve(node.clone(), Path::new(api::INIT_SOCKET)) {
         node.state().error(format!("machine API: {e}"));
     }
@@ -371,7 +405,20 @@ async fn serve(
         None => tracing::info!("maintenance mode: waiting for a config from the API"),
     }
 
+    let button = async {
+        match power_button::wait_pressed().await {
+            Ok(()) => crate::console::marker("power button pressed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "no ACPI power button to watch");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
     let req = tokio::select! {
+        () = button => {
+            node.mark_shutting_down();
+            ShutdownRequest { cause: "power-button".to_string(), ending: Ending::PowerOff, force: false }
+        }
         s = &mut signal => {
             let (cause, ending) = s?;
             node.mark_shutting_down();
@@ -388,8 +435,51 @@ async fn serve(
         .as_deref()
         .map(Deadlines::from_config)
         .unwrap_or_default();
-    shutdown::ordered(Some(&sup), deadlines, &req.cause).await;
+    let mut plan = shutdown::Plan::new(req.cause.clone(), req.ending, deadlines).force(req.force);
+    if let Some(hook) = node.network_stop_hook() {
+        plan = plan.before_links_down(hook);
+    }
+    let report = shutdown::run(Some(&sup), plan).await;
+    tracing::info!(
+        took_ms = report.took_ms,
+        forced = report.forced,
+        "shutdown report written"
+    );
     Ok(req.ending)
+}
+
+/// Takes the previous boot's shutdown report out of STATE (its absence
+/// means that boot ended without an ordered shutdown) and combines it with
+/// this boot's filesystem checks into the `LastShutdown` answer.
+fn consume_shutdown_report(state: &mut BootState) -> api::v1::LastShutdownResponse {
+    use crate::shutdown::report;
+    let dir = Path::new(STATE_MOUNT);
+    let boot_id = report::boot_id();
+    let previous = match with_state_writable(|| report::consume(dir, &boot_id)) {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            state.error(format!("shutdown report: {e}"));
+            report::Previous::Missing {
+                boot_id: String::new(),
+                unreadable: Some(e.to_string()),
+            }
+        }
+        Err(e) => {
+            state.error(format!("shutdown report: making STATE writable: {e}"));
+            report::Previous::Missing {
+                boot_id: String::new(),
+                unreadable: Some(e.to_string()),
+            }
+        }
+    };
+    let answer = report::previous_shutdown(&previous, &state.fsck);
+    if !answer.previous_clean {
+        console::marker("previous shutdown was not clean");
+        for f in &answer.boot_findings {
+            tracing::warn!("{f}");
+        }
+    }
+    answer
 }
 
 /// Settles the config store before the config is loaded: a `try` left

@@ -119,6 +119,8 @@ async fn configure_network(
     let (tx, rx) = tokio::sync::oneshot::channel::<NetworkReport>();
     let net_cfg = cfg.network.clone();
     let dhcp = cfg.network.interfaces.iter().any(|i| i.dhcp);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<tokio::sync::oneshot::Sender<()>>();
+    node.set_network_stop(stop_tx);
     let spawned = std::thread::Builder::new()
         .name("network".into())
         .spawn(move || {
@@ -153,9 +155,17 @@ async fn configure_network(
                 };
                 let dns = renewal.as_ref().map(|r| r.dns.clone());
                 let _ = tx.send((Ok(state), dns));
-                // Keep the leases (and this runtime) alive for the node's life.
-                let _renewal = renewal;
-                std::future::pending::<()>().await;
+                // Keep the leases (and this runtime) alive until the
+                // shutdown asks for them to be released.
+                if let Ok(done) = stop_rx.await {
+                    if let Some(r) = renewal {
+                        r.stop(true).await;
+                        tracing::info!("DHCP leases released");
+                    }
+                    let _ = done.send(());
+                } else {
+                    std::future::pending::<()>().await;
+                }
             });
         });
     if let Err(e) = spawned {

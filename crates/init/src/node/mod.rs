@@ -56,6 +56,7 @@ struct Inner {
     store_dir: PathBuf,
     trial: Mutex<Option<tokio::task::AbortHandle>>,
     last_shutdown: Mutex<api::v1::LastShutdownResponse>,
+    network_stop: Mutex<Option<tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>>>,
 }
 
 /// Why a mutating call was refused before doing anything.
@@ -93,6 +94,7 @@ impl NodeCtl {
                 store_dir,
                 trial: Mutex::new(None),
                 last_shutdown: Mutex::new(api::v1::LastShutdownResponse::default()),
+                network_stop: Mutex::new(None),
             }),
             sup,
             events,
@@ -206,6 +208,31 @@ impl NodeCtl {
             .last_shutdown
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = r;
+    }
+
+    fn set_network_stop(&self, tx: tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>) {
+        *self
+            .inner
+            .network_stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    }
+
+    /// The shutdown's hook before the links go down: stops DHCP renewal
+    /// (releasing the leases) on the network thread, if it runs.
+    pub fn network_stop_hook(&self) -> Option<crate::shutdown::Hook> {
+        let tx = self
+            .inner
+            .network_stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        Some(Box::pin(async move {
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            if tx.send(done_tx).is_ok() {
+                let _ = done_rx.await;
+            }
+        }))
     }
 
     /// The config store in STATE.

@@ -532,23 +532,6 @@ async fn links_down(hook: Option<Hook>) -> (Outcome, String) {
     }
 }
 
-/// The previous entry point, kept for the current callers: the ending is
-/// inferred from the cause (`SIGINT` or a cause naming `reboot` restarts,
-/// anything else powers off), without `force` or a DHCP hook. Prefer
-/// [`run`] with a [`Plan`].
-pub async fn ordered(
-    supervisor: Option<&Supervisor>,
-    deadlines: Deadlines,
-    cause: &str,
-) -> ShutdownReport {
-    let ending = if cause == "SIGINT" || cause.contains("reboot") {
-        Ending::Reboot
-    } else {
-        Ending::PowerOff
-    };
-    run(supervisor, Plan::new(cause, ending, deadlines)).await
-}
-
 /// The shutdown after a panic or a fatal error, without a runtime: TERM
 /// and KILL everything (reaping here: no reaper runs any more), unmount,
 /// sync, write a report with cause `emergency`, close STATE. Bounded
