@@ -440,3 +440,44 @@ impl NodeCtl {
         Ok(self.store()?.get(generation)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn config(extra: &str) -> MachineConfig {
+        let yaml = format!(
+            "apiVersion: keelson.dev/v1alpha1\nkind: MachineConfig\nmachine:\n  hostname: n1\n  sysctls:\n    net.core.somaxconn: \"1024\"\n{extra}"
+        );
+        machine_config::load(yaml.as_bytes()).unwrap().config
+    }
+
+    #[test]
+    fn network_changes_wait_for_a_reboot_and_say_why() {
+        let old = config("");
+        let new = config("network:\n  interfaces:\n    - name: eth1\n      dhcp: true\n");
+        let plan = node_plan(Some(&old), &new);
+        assert!(plan.needs_reboot());
+        let net: Vec<_> = plan
+            .changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Network)
+            .collect();
+        assert!(!net.is_empty());
+        for c in net {
+            assert_eq!(c.apply, Apply::Reboot);
+            assert!(c.summary.contains("does not reconfigure its network live"));
+        }
+        assert!(reboot_lines(&plan).contains("reboot"));
+        // A sysctl change alone stays live; the first config is all live.
+        let sysctl = config("").clone();
+        let mut changed = sysctl.clone();
+        changed
+            .machine
+            .sysctls
+            .insert("net.core.somaxconn".into(), "2048".into());
+        assert!(!node_plan(Some(&sysctl), &changed).needs_reboot());
+        assert!(!node_plan(None, &new).needs_reboot());
+    }
+}
