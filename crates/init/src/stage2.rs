@@ -402,7 +402,11 @@ async fn serve(
             let n = node.clone();
             tokio::spawn(async move { node::start_services(&n, cfg).await });
         }
-        None => tracing::info!("maintenance mode: waiting for a config from the API"),
+        None => {
+            tracing::info!("maintenance mode: waiting for a config from the API");
+            let n = node.clone();
+            tokio::spawn(async move { node::maintenance_network(&n).await });
+        }
     }
 
     let button = async {

@@ -25,8 +25,12 @@ const NETWORK_BOUND: Duration = Duration::from_secs(60);
 /// Network, files, containerd, images, kubelet; then the ready marker.
 pub async fn start_services(node: &NodeCtl, cfg: Arc<MachineConfig>) {
     let sup = &node.sup;
+    // Leaving maintenance mode: its DHCP gives way to the config's network.
+    if let Some(stop) = node.network_stop_hook() {
+        stop.await;
+    }
     let t = Instant::now();
-    let (facts, dns) = configure_network(node, &cfg).await;
+    let (facts, dns) = configure_network(node, &cfg.network, &cfg.machine.hostname).await;
     node.state().phase("network", t.elapsed());
     node.set_facts(facts.clone());
     if let Some(dns) = dns {
@@ -93,6 +97,58 @@ pub async fn start_services(node: &NodeCtl, cfg: Arc<MachineConfig>) {
     ));
 }
 
+/// Maintenance mode: DHCP on every Ethernet interface with a device behind
+/// it, so that the API (and its fingerprint) can be reached to give the
+/// node its first config.
+pub async fn maintenance_network(node: &NodeCtl) {
+    let names = ethernet_interfaces(Path::new("/sys/class/net"));
+    if names.is_empty() {
+        node.state()
+            .error("maintenance mode: no Ethernet interface to reach the API on");
+        return;
+    }
+    let net = machine_config::schema::Network {
+        interfaces: names
+            .iter()
+            .map(|n| machine_config::schema::Interface {
+                name: Some(n.clone()),
+                dhcp: true,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let (facts, _) = configure_network(node, &net, "").await;
+    node.state().phase("maintenance-network", t.elapsed());
+    match facts.node_ip {
+        Some(ip) => console::marker(&format!(
+            "maintenance mode: API at {ip}:{} (DHCP on {})",
+            api::DEFAULT_PORT,
+            names.join(", ")
+        )),
+        None => console::marker("maintenance mode: no address from DHCP"),
+    }
+}
+
+/// Ethernet interfaces (type 1) backed by a device, sorted.
+fn ethernet_interfaces(sys_class_net: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(sys_class_net)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    let p = e.path();
+                    std::fs::read_to_string(p.join("type")).is_ok_and(|t| t.trim() == "1")
+                        && p.join("device").exists()
+                })
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
 /// What the network thread reports once the boot-time configuration is
 /// done: the state, and the DNS facts DHCP keeps publishing.
 type NetworkReport = (
@@ -107,18 +163,19 @@ type NetworkReport = (
 /// [`NETWORK_BOUND`].
 async fn configure_network(
     node: &NodeCtl,
-    cfg: &MachineConfig,
+    net: &machine_config::schema::Network,
+    hostname: &str,
 ) -> (
     NodeFacts,
     Option<tokio::sync::watch::Receiver<network::DnsFacts>>,
 ) {
     let mut facts = NodeFacts {
-        hostname: cfg.machine.hostname.clone(),
+        hostname: hostname.to_string(),
         ..NodeFacts::default()
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<NetworkReport>();
-    let net_cfg = cfg.network.clone();
-    let dhcp = cfg.network.interfaces.iter().any(|i| i.dhcp);
+    let net_cfg = net.clone();
+    let dhcp = net.interfaces.iter().any(|i| i.dhcp);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<tokio::sync::oneshot::Sender<()>>();
     node.set_network_stop(stop_tx);
     let spawned = std::thread::Builder::new()
@@ -257,5 +314,30 @@ pub fn render_files(
             st.error(format!("rendering kubelet flags: {e}"));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn maintenance_dhcp_covers_ethernet_devices_only() {
+        let t = tempfile::tempdir().unwrap();
+        for (name, kind, device) in [
+            ("eth0", "1", true),
+            ("eth1", "1", true),
+            ("lo", "772", false),
+            ("cni0", "1", false),
+        ] {
+            let d = t.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("type"), format!("{kind}\n")).unwrap();
+            if device {
+                std::fs::create_dir_all(d.join("device")).unwrap();
+            }
+        }
+        assert_eq!(ethernet_interfaces(t.path()), ["eth0", "eth1"]);
     }
 }

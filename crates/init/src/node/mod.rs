@@ -22,7 +22,7 @@ use crate::events::EventBus;
 use crate::shutdown::Ending;
 use crate::supervisor::Supervisor;
 
-pub use bring_up::start_services;
+pub use bring_up::{maintenance_network, start_services};
 pub use config_apply::{ApplyError, ApplyMode, ApplyRequest};
 
 /// A request to end the node, from the API, a signal or the power button.
