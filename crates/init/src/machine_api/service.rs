@@ -437,6 +437,17 @@ impl Machine for MachineService {
             )));
         };
         let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+        if r.name == crate::apid_service::NAME {
+            // The reply travels through apid: signal it just after.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if let Err(e) = nix::sys::signal::kill(pid, signal) {
+                    tracing::error!(%pid, error = %e, "signalling apid");
+                }
+            });
+            tracing::info!(service = %r.name, %pid, signal = %signal, "signal scheduled");
+            return self.service_reply(&r.name);
+        }
         nix::sys::signal::kill(pid, signal)
             .map_err(|e| Status::failed_precondition(format!("kill {signal} {pid}: {e}")))?;
         tracing::info!(service = %r.name, %pid, signal = %signal, "signal sent");
