@@ -113,23 +113,6 @@ fn stream_of<T: Send + 'static>(rx: mpsc::Receiver<Result<T, Status>>) -> Stream
     Box::pin(ReceiverStream::new(rx))
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-    use nix::sys::signal::Signal;
-
-    #[test]
-    fn signals_are_named_or_numbered() {
-        assert_eq!(parse_signal("").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
-        assert_eq!(parse_signal("sigkill").unwrap(), Signal::SIGKILL);
-        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
-        assert!(parse_signal("SIGNOPE").unwrap_err().contains("SIGNOPE"));
-        assert!(parse_signal("99").is_err());
-    }
-}
-
 #[tonic::async_trait]
 impl Machine for MachineService {
     async fn version(
@@ -665,5 +648,22 @@ impl MachineService {
                 if force { ", forced" } else { "" }
             ),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use nix::sys::signal::Signal;
+
+    #[test]
+    fn signals_are_named_or_numbered() {
+        assert_eq!(parse_signal("").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("sigkill").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("SIGNOPE").unwrap_err().contains("SIGNOPE"));
+        assert!(parse_signal("99").is_err());
     }
 }
