@@ -56,10 +56,17 @@ bench: image
 	$(CARGO) run --release --locked -q -p machine-config --example parse_bench > bench/.parse.md
 	$(CARGO) build --release --locked -q -p apid --bins --examples
 	target/release/examples/version_load 64 10 > bench/.apid.md
-	$(CARGO) run --release --locked -q -p keelson-tests --bin bench -- --parse-results bench/.parse.md --out bench/results.md
+	# The Debian 12 + systemd peer, with the image's kernel package and
+	# preloaded images (built once, cached under $(KEELSON_CACHE)/peer).
+	bench/peer/inputs.sh $(OUT)/keelson.raw $(OUT)/version.json bench/.peer-inputs
+	bench/peer/build.sh $(OUT)/kubernetes/bin/kubelet bench/.peer-inputs/images \
+	  bench/.peer-inputs/kernel.deb > bench/.peer-dir
+	$(CARGO) build --release --locked -q -p keelson-tests --bins
+	target/release/bench --parse-results bench/.parse.md --out bench/results.md \
+	  --image $(OUT)/keelson.raw --peer "$$(cat bench/.peer-dir)"
 	printf "\n" >> bench/results.md
 	cat bench/.apid.md >> bench/results.md
-	rm -f bench/.parse.md bench/.apid.md
+	rm -rf bench/.parse.md bench/.apid.md bench/.peer-inputs bench/.peer-dir
 	@echo "wrote bench/results.md"
 
 fuzz:

@@ -4,11 +4,20 @@
 # Keelson node (Debian's packages and the kubelet built from Debian's kubernetes
 # source), booted under the same QEMU settings.
 #
-# Usage: bench/peer/build.sh KUBELET IMAGES_DIR
+# Usage: bench/peer/build.sh KUBELET IMAGES_DIR [KERNEL_DEB]
 #   KUBELET     the kubelet binary Keelson ships (out/kubernetes/bin/kubelet)
 #   IMAGES_DIR  directory of OCI archives to preload (pause and busybox test image)
+#   KERNEL_DEB  the linux-image package the Keelson image was built from
+#               (bench/peer/inputs.sh finds it); without it the peer keeps
+#               the kernel debootstrap installed, which may be older
 # Prints the directory holding root.ext4 (the whole-disk root filesystem),
 # vmlinuz and initrd.img. Cached in $KEELSON_CACHE/peer/<hash of inputs>.
+#
+# Console markers (the benchmark waits for them):
+#   peer: kubelet started uptime=S            kubelet was just executed
+#   peer: node ready uptime=S                 kubelet active for 6 s, as
+#                                             Keelson's `keelson: node ready`
+#   peer: pid1 rss_kib=N mem_used_kib=M       systemd's RSS, MemTotal-MemAvailable
 #
 # Per run, the benchmark writes /etc/kubernetes/kubelet.kubeconfig and
 # /etc/kubernetes/pki/ca.crt into a copy of root.ext4 with debugfs, so one build
@@ -16,7 +25,8 @@
 set -euo pipefail
 
 kubelet=${1:?usage: build.sh KUBELET IMAGES_DIR}
-images=${2:?usage: build.sh KUBELET IMAGES_DIR}
+images=${2:?usage: build.sh KUBELET IMAGES_DIR [KERNEL_DEB]}
+kernel_deb=${3:-}
 cache=${KEELSON_CACHE:-$HOME/.cache/keelson}
 here=$(cd "$(dirname "$0")" && pwd)
 mirror=http://deb.debian.org/debian
@@ -26,8 +36,9 @@ for tool in debootstrap mkfs.ext4 chroot sha256sum; do
 done
 [ -x "$kubelet" ] || { echo "peer: kubelet not found at $kubelet (make kube)" >&2; exit 2; }
 compgen -G "$images/*.tar" >/dev/null || { echo "peer: no OCI archives in $images" >&2; exit 2; }
+[ -z "$kernel_deb" ] || [ -f "$kernel_deb" ] || { echo "peer: no kernel package at $kernel_deb" >&2; exit 2; }
 
-key=$( { sha256sum "$0" "$kubelet" "$images"/*.tar | awk '{print $1}'; } | sha256sum | cut -c1-16)
+key=$( { sha256sum "$0" "$kubelet" "$images"/*.tar $kernel_deb | awk '{print $1}'; } | sha256sum | cut -c1-16)
 dest=$cache/peer/$key
 if [ -f "$dest/done" ]; then echo "$dest"; exit 0; fi
 
@@ -64,6 +75,21 @@ rm -rf "$work" && mkdir -p "$work"
 root=$work/root
 cp -a "$base/root" "$root"
 
+if [ -n "$kernel_deb" ]; then
+  # The Keelson image's own kernel package, in place of debootstrap's.
+  echo "peer: kernel from $(basename "$kernel_deb")" >&2
+  cp "$kernel_deb" "$root/tmp/kernel.deb"
+  mount -t proc proc "$root/proc"
+  trap 'umount "$root/proc" 2>/dev/null || true' EXIT
+  old=$(chroot "$root" dpkg-query -W -f '${Package}\n' 'linux-image-*' | tr '\n' ' ')
+  { DEBIAN_FRONTEND=noninteractive chroot "$root" dpkg -i /tmp/kernel.deb &&
+    new=$(chroot "$root" dpkg-deb -f /tmp/kernel.deb Package) &&
+    for p in $old; do [ "$p" = "$new" ] || DEBIAN_FRONTEND=noninteractive chroot "$root" dpkg --purge "$p"; done
+  } >"$work/kernel.log" 2>&1 || { tail -20 "$work/kernel.log" >&2; exit 1; }
+  umount "$root/proc"; trap - EXIT
+  rm -f "$root/tmp/kernel.deb"
+fi
+
 echo "peer: node configuration" >&2
 install -m 0755 "$kubelet" "$root/usr/bin/kubelet"
 echo peer >"$root/etc/hostname"
@@ -71,7 +97,7 @@ printf '127.0.0.1 localhost\n127.0.1.1 peer\n' >"$root/etc/hosts"
 rm -f "$root/etc/resolv.conf"
 echo "nameserver 10.0.2.3" >"$root/etc/resolv.conf"
 chroot "$root" passwd -d root >/dev/null
-mkdir -p "$root/etc/systemd/network" "$root/etc/containerd" "$root/etc/cni/net.d" \
+mkdir -p "$root/etc/systemd/network" "$root/etc/containerd" "$root/etc/cni/net.d" "$root/usr/local/sbin" \
   "$root/etc/kubernetes/pki" "$root/usr/share/keelson/images" "$root/var/lib/kubelet"
 cp "$images"/*.tar "$root/usr/share/keelson/images/"
 cat >"$root/etc/systemd/network/10-dhcp.network" <<'EOF'
@@ -170,20 +196,48 @@ ExecStart=/usr/bin/kubelet --config=/etc/kubernetes/kubelet.yaml \
   --container-runtime-endpoint=unix:///run/containerd/containerd.sock \
   --image-service-endpoint=unix:///run/containerd/containerd.sock \
   --hostname-override=peer --root-dir=/var/lib/kubelet --cert-dir=/var/lib/kubelet/pki
+ExecStartPost=/bin/sh -c 'echo "peer: kubelet started uptime=$(cut -d" " -f1 /proc/uptime)" >/dev/console'
 Restart=always
 RestartSec=2
 [Install]
 WantedBy=multi-user.target
 EOF
-# A console marker the benchmark waits for, like Keelson's "node ready".
+# Console markers the benchmark waits for. Keelson prints `node ready` once
+# kubelet has kept running for 6 s, then init's RSS: the same here, with
+# systemd (PID 1) in init's place.
+cat >"$root/usr/local/sbin/peer-ready" <<'EOF'
+#!/bin/sh
+# Waits until kubelet has been active for 6 s in one go (counted from when
+# systemd saw it active, by the monotonic clock /proc/uptime also reads),
+# then reports.
+# One systemctl call: "ActiveEnterTimestampMonotonic=<us> ActiveState=<state> ".
+state() { systemctl show -p ActiveState -p ActiveEnterTimestampMonotonic kubelet | sort | tr '\n' ' '; }
+while :; do
+  s=$(state)
+  since=${s#ActiveEnterTimestampMonotonic=}
+  since=${since%% *}
+  case "$s" in
+    *"ActiveState=active "*)
+      sleep "$(awk -v t="$since" '{ w = t / 1e6 + 6 - $1; print (w > 0 ? w : 0) }' /proc/uptime)"
+      [ "$(state)" = "$s" ] && break ;;
+    *) sleep 0.2 ;;
+  esac
+done
+now=$(cut -d' ' -f1 /proc/uptime)
+echo "peer: node ready uptime=$now" >/dev/console
+rss=$(awk '/^VmRSS:/ { print $2 }' /proc/1/status)
+used=$(awk '/^MemTotal:/ { t = $2 } /^MemAvailable:/ { a = $2 } END { print t - a }' /proc/meminfo)
+echo "peer: pid1 rss_kib=$rss mem_used_kib=$used" >/dev/console
+EOF
+chmod 0755 "$root/usr/local/sbin/peer-ready"
 cat >"$root/etc/systemd/system/peer-ready.service" <<'EOF'
 [Unit]
-Description=Report kubelet started
+Description=Report node ready and PID 1 memory
 After=kubelet.service
 Requires=kubelet.service
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'echo "peer: kubelet started uptime=$(cut -d" " -f1 /proc/uptime)" >/dev/console'
+ExecStart=/usr/local/sbin/peer-ready
 [Install]
 WantedBy=multi-user.target
 EOF
@@ -194,9 +248,11 @@ chroot "$root" systemctl enable systemd-networkd >/dev/null
 
 echo "peer: root filesystem image" >&2
 mkdir -p "$dest"
-cp "$root"/boot/vmlinuz-* "$dest/vmlinuz"
-cp "$root"/boot/initrd.img-* "$dest/initrd.img"
-mkfs.ext4 -q -L peer-root -d "$root" "$dest/root.ext4" 3G
+kver=$(ls "$root/lib/modules" | sort -V | tail -1)
+cp "$root/boot/vmlinuz-$kver" "$dest/vmlinuz"
+cp "$root/boot/initrd.img-$kver" "$dest/initrd.img"
+echo "$kver" >"$dest/kernel-version"
+mkfs.ext4 -q -L peer-root -d "$root" "$dest/root.ext4" 3G >&2
 rm -rf "$work"
 touch "$dest/done"
 echo "peer: built in $(( $(date +%s) - start )) s" >&2

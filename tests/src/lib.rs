@@ -12,6 +12,8 @@
 //! - [`scenario`]: the pieces above put together (a node booted next to a
 //!   control plane), shared by the boot test, `demo` and `bench`.
 //! - [`artifacts`]: where `out/` and the host tools are.
+//! - [`peer`]: the benchmark peer (Debian 12 + systemd), booted next to a
+//!   control plane like a Keelson node.
 
 pub mod artifacts;
 pub mod command;
@@ -20,6 +22,7 @@ pub mod control_plane;
 pub mod disk;
 pub mod gpt;
 pub mod node_config;
+pub mod peer;
 pub mod pki;
 pub mod process;
 pub mod qemu;
