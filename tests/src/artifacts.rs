@@ -93,6 +93,20 @@ pub fn host_tool(path: &str, package: &str) -> Result<PathBuf, MissingArtifact> 
     )
 }
 
+/// A node binary (`init`, `apid`, `nodectl`) as `make node-binaries`
+/// builds it: static, release, under
+/// `target/x86_64-unknown-linux-gnu/release/` (or `$CARGO_TARGET_DIR`).
+pub fn node_binary(name: &str) -> Result<PathBuf, MissingArtifact> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    require(
+        name,
+        target.join("x86_64-unknown-linux-gnu/release").join(name),
+        "run `make node-binaries` (or `make image`) first",
+    )
+}
+
 /// The OVMF firmware image (Debian's `ovmf`), a single flash image used with
 /// `-bios`.
 pub fn ovmf() -> Result<PathBuf, MissingArtifact> {

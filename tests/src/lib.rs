@@ -11,6 +11,7 @@
 //! - [`node_config`]: the machine config that joins a node to it.
 //! - [`scenario`]: the pieces above put together (a node booted next to a
 //!   control plane), shared by the boot test, `demo` and `bench`.
+//! - [`nodectl`]: the operator's PKI and the real `nodectl` binary.
 //! - [`artifacts`]: where `out/` and the host tools are.
 //! - [`peer`]: the benchmark peer (Debian 12 + systemd), booted next to a
 //!   control plane like a Keelson node.
@@ -22,6 +23,7 @@ pub mod control_plane;
 pub mod disk;
 pub mod gpt;
 pub mod node_config;
+pub mod nodectl;
 pub mod peer;
 pub mod pki;
 pub mod process;

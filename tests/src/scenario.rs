@@ -33,6 +33,9 @@ pub mod markers {
         r"keelson: node ready slot=(\S+) version=(\S+) since_kernel_ms=(\d+)";
     /// `keelson: init rss_kib=<n>`.
     pub const INIT_RSS: &str = r"keelson: init rss_kib=(\d+)";
+    /// `keelson: maintenance mode: apid fingerprint sha256=<hex> port=<p>`.
+    pub const MAINTENANCE: &str =
+        r"keelson: maintenance mode: apid fingerprint sha256=([0-9a-f]{64}) port=(\d+)";
 }
 
 /// The guest port of the machine API (apid).
@@ -97,6 +100,26 @@ impl Cluster {
         relay: &Path,
         customize: impl FnOnce(&mut MachineConfig),
     ) -> Result<Cluster, ScenarioError> {
+        Cluster::start_inner(node_name, relay, customize, true)
+    }
+
+    /// Like [`Cluster::start_with`], but the node boots with no config in
+    /// STATE (maintenance mode); [`Cluster::config`] is the config made for
+    /// it, for the test to apply through the API.
+    pub fn start_unconfigured(
+        node_name: &str,
+        relay: &Path,
+        customize: impl FnOnce(&mut MachineConfig),
+    ) -> Result<Cluster, ScenarioError> {
+        Cluster::start_inner(node_name, relay, customize, false)
+    }
+
+    fn start_inner(
+        node_name: &str,
+        relay: &Path,
+        customize: impl FnOnce(&mut MachineConfig),
+        bake_config: bool,
+    ) -> Result<Cluster, ScenarioError> {
         let image = artifacts::disk_image()?;
         let work = WorkDir::new()?;
         let cp_dir = work.path().join("control-plane");
@@ -116,7 +139,8 @@ impl Cluster {
         customize(&mut config);
         let yaml = node_config::to_yaml(&config)?;
         tracing::info!(image = %image.display(), "preparing the node's disk");
-        let disk = TestDisk::prepare(&image, &vm_dir, Some(&yaml), DEFAULT_DISK_SIZE)?;
+        let baked = bake_config.then_some(yaml.as_str());
+        let disk = TestDisk::prepare(&image, &vm_dir, baked, DEFAULT_DISK_SIZE)?;
 
         let machine_api_port = free_port()?;
         let mut spec = VmSpec::new(Some(disk.overlay.clone()), &vm_dir);
@@ -234,6 +258,61 @@ spec:
     image: keelson.local/busybox:1
     imagePullPolicy: Never
     command: ["/bin/sh", "-c", "echo keelson-pod-started; while true; do sleep 1; done"]
+"#
+    )
+}
+
+/// A pod pinned to `node` that appends a numbered line to
+/// `/var/log/keelson-writer/<name>` on the node (a hostPath) five times a
+/// second, syncing each time, for ever (restarted after a reboot).
+pub fn writer_pod_yaml(name: &str, node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  nodeName: {node}
+  automountServiceAccountToken: false
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 5
+  volumes:
+  - name: host
+    hostPath:
+      path: /var/log/keelson-writer
+      type: DirectoryOrCreate
+  containers:
+  - name: main
+    image: keelson.local/busybox:1
+    imagePullPolicy: Never
+    volumeMounts:
+    - name: host
+      mountPath: /host
+    command: ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo \"line $i\" >> /host/{name}; sync; sleep 0.2; done"]
+"#
+    )
+}
+
+/// A pod pinned to `node` whose process ignores SIGTERM and asks for an
+/// hour of grace: only a forced kill ends it.
+pub fn stubborn_pod_yaml(name: &str, node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  nodeName: {node}
+  automountServiceAccountToken: false
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 3600
+  containers:
+  - name: main
+    image: keelson.local/busybox:1
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "trap '' TERM INT; echo stubborn; while true; do sleep 1; done"]
 "#
     )
 }

@@ -4,8 +4,12 @@
 //! Asserted from what init reports after doing the work (phase lines,
 //! the applied-and-verified summary, `node ready`) and from the API server
 //! (node Ready, pod Running with a bridge IP), never from lines printed
-//! before the work. Shutdown cleanliness is reported, not asserted (the
-//! ordered shutdown is issue 6).
+//! before the work. Then the node's three ends (issue 6): `nodectl
+//! reboot` (ordered; it comes back and `last-shutdown` says so), a hard
+//! reset while a pod writes under /var (the next boot repairs and reports
+//! it), and the power button with a pod that ignores SIGTERM (powered off
+//! within the deadline, the forcing recorded, every ext4 partition clean,
+//! the writer's synced lines on disk).
 //!
 //! Ignored by default; `make test` runs it with `--ignored
 //! --test-threads=1`. It fails (never skips) when `out/keelson.raw` or the
@@ -13,13 +17,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use keelson_tests::disk;
-use keelson_tests::scenario::{markers, test_pod_yaml, Cluster};
+use keelson_tests::nodectl::{json, strings, Nodectl, Operator};
+use keelson_tests::scenario::{
+    markers, stubborn_pod_yaml, test_pod_yaml, writer_pod_yaml, Cluster,
+};
 use machine_config::prerequisites::{effective_modules, effective_sysctls};
 use regex::Regex;
 
@@ -28,12 +34,24 @@ const NODE: &str = "keelson-boot-0";
 const STAGE1_PHASE: &str = "mount-root";
 /// Phases stage 2 reports once the services are up.
 const STAGE2_PHASES: &[&str] = &["load-config", "containerd", "kubelet"];
+/// The shutdown deadline the scenario's config sets.
+const TOTAL: Duration = Duration::from_secs(90);
+/// The pod writing to a hostPath under /var.
+const WRITER: &str = "writer";
+/// init's line once the ordered shutdown is done.
+const SHUTDOWN_DONE: &str = r"keelson: shutdown done took_ms=\d+";
 
 #[test]
 #[ignore = "boots the image in QEMU (minutes); run by make test"]
 fn node_boots_joins_the_cluster_and_runs_a_pod() {
     let relay = Path::new(env!("CARGO_BIN_EXE_keelson-relay"));
+    let host = tempfile::tempdir().unwrap();
+    let op = Operator::new(&host.path().join("secrets")).unwrap_or_else(|e| panic!("{e}"));
+    let certificates = op.node_certificates(NODE).unwrap_or_else(|e| panic!("{e}"));
     let mut cluster = Cluster::start_with(NODE, relay, |cfg| {
+        cfg.machine.certificates = Some(certificates.clone());
+        cfg.shutdown.pods = machine_config::Duration(Duration::from_secs(15));
+        cfg.shutdown.total = machine_config::Duration(TOTAL);
         // One sysctl of the test's own, away from the kernel's default
         // (65530), so the read-back proves the config was applied.
         cfg.machine
@@ -174,27 +192,205 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
         "pod IP {ip} outside the bridge subnet {subnet}"
     );
 
-    // Power button; reported, not asserted (ordered shutdown: issue 6).
-    let (clean, took) = cluster.power_off(Duration::from_secs(60)).unwrap();
+    // Issue 6: the node's ends. Two more pods (one writing to a hostPath
+    // under /var and syncing), then an API reboot, a hard reset, and the
+    // power button with a pod that ignores SIGTERM.
+    let nodectl = Nodectl {
+        bin: op.bin.clone(),
+        endpoint: format!("127.0.0.1:{}", cluster.machine_api_port),
+    };
+    let admin = op
+        .contexts(host.path(), "admin", "admin", &nodectl.endpoint)
+        .unwrap();
+    for yaml in [
+        writer_pod_yaml(WRITER, NODE),
+        test_pod_yaml("sleeper", NODE),
+    ] {
+        cluster.cp.create(&yaml).unwrap();
+    }
+    for name in [WRITER, "sleeper"] {
+        cluster
+            .cp
+            .wait_pod_running(name, Duration::from_secs(180))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let writer_path = format!("/var/log/keelson-writer/{WRITER}");
+    let lines_written = |n: &Nodectl| -> u64 {
+        let r = n.run(Some(&admin), &["read", &writer_path]);
+        if r.code != 0 {
+            return 0;
+        }
+        last_line_number(&r.stdout).unwrap_or(0)
+    };
+    wait_until("the writer pod writes", Duration::from_secs(60), || {
+        lines_written(&nodectl) > 5
+    });
+
+    // (a) nodectl reboot: ordered, the node comes back, the report says so.
+    nodectl.ok(&admin, &["reboot"]);
+    let done = cluster
+        .vm
+        .wait_for_line(SHUTDOWN_DONE, Duration::from_secs(180))
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("[{:>6.1}s] {}", done.at.as_secs_f64(), done.text);
+    let again = cluster
+        .vm
+        .wait_for_line(markers::NODE_READY, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("[{:>6.1}s] {}", again.at.as_secs_f64(), again.text);
+    let last = json(&nodectl.eventually(
+        &admin,
+        &["last-shutdown", "-o", "json"],
+        Duration::from_secs(60),
+    ));
+    eprintln!("last-shutdown after the reboot: {last}");
+    assert!(strings(&last).contains("api:reboot"), "{last}");
+    assert_eq!(
+        find_key(&last, "previous_clean"),
+        Some(&serde_json::Value::Bool(true)),
+        "{last}"
+    );
+    let before_reset = {
+        let seen = lines_written(&nodectl);
+        wait_until(
+            "the writer pod writes after the reboot",
+            Duration::from_secs(120),
+            || lines_written(&nodectl) > seen,
+        );
+        lines_written(&nodectl)
+    };
+
+    // (b) Hard reset while the writer writes: the next boot finds and
+    // repairs the journal, says so, and the services come up.
+    cluster.vm.reset().unwrap();
+    let again = cluster
+        .vm
+        .wait_for_line(markers::NODE_READY, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
-        "power button: {} after {:.1}s",
-        if clean {
-            "guest powered off"
-        } else {
-            "no power-off within 60 s; QEMU quit"
-        },
+        "[{:>6.1}s] after the reset: {}",
+        again.at.as_secs_f64(),
+        again.text
+    );
+    let last = json(&nodectl.eventually(
+        &admin,
+        &["last-shutdown", "-o", "json"],
+        Duration::from_secs(60),
+    ));
+    eprintln!("last-shutdown after the reset: {last}");
+    assert_eq!(
+        find_key(&last, "previous_clean"),
+        Some(&serde_json::Value::Bool(false)),
+        "{last}"
+    );
+    assert!(
+        strings(&last).contains("VAR"),
+        "the findings name VAR: {last}"
+    );
+    let health = nodectl.ok(&admin, &["health", "--wait", "-o", "json"]);
+    assert!(health.contains("not clean"), "{health}");
+    let services = nodectl.ok(&admin, &["services", "-o", "json"]);
+    assert!(
+        services.contains("kubelet") && services.contains("running"),
+        "{services}"
+    );
+    wait_until(
+        "the writer pod writes after the reset",
+        Duration::from_secs(120),
+        || lines_written(&nodectl) > before_reset,
+    );
+
+    // (c) The power button with a pod that ignores SIGTERM: the node still
+    // powers off within its deadline, forcing what hung, and every ext4
+    // partition is clean with the writer's synced lines on it.
+    cluster
+        .cp
+        .create(&stubborn_pod_yaml("stubborn", NODE))
+        .unwrap();
+    cluster
+        .cp
+        .wait_pod_running("stubborn", Duration::from_secs(180))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let synced_before = lines_written(&nodectl);
+    let (clean, took) = cluster.power_off(TOTAL + Duration::from_secs(60)).unwrap();
+    eprintln!(
+        "power button: powered off={clean} after {:.1}s",
         took.as_secs_f64()
+    );
+    assert!(
+        clean,
+        "the node did not power off: {}",
+        cluster.vm.console_tail(40)
     );
     let raw = cluster
         .disk
         .export_raw(&cluster.work_dir().join("after.raw"))
         .unwrap();
-    let mut report = BTreeMap::new();
     for part in ["STATE", "VAR"] {
-        report.insert(
-            part,
-            disk::dumpe2fs_header(&raw, part).map(|h| h.needs_recovery()),
+        let h = disk::dumpe2fs_header(&raw, part).unwrap();
+        eprintln!("{part}: {h:?}");
+        assert!(
+            !h.needs_recovery(),
+            "{part} needs recovery after the power button"
         );
     }
-    eprintln!("after power-off, needs_recovery: {report:?}");
+    let report = disk::read_file(&raw, "STATE", "/shutdown/last.json").unwrap();
+    let report = json(&String::from_utf8_lossy(&report));
+    eprintln!("shutdown report: {report}");
+    assert!(strings(&report).contains("power-button"), "{report}");
+    assert!(
+        strings(&report).contains("forced"),
+        "the hung pod was forced: {report}"
+    );
+    let written = disk::read_file(&raw, "VAR", &format!("/log/keelson-writer/{WRITER}")).unwrap();
+    let text = String::from_utf8_lossy(&written);
+    assert!(text.ends_with('\n'), "the last line is whole");
+    let last_n = last_line_number(&text).unwrap();
+    assert!(
+        last_n >= synced_before,
+        "lines synced before the power button are on disk: {last_n} < {synced_before}"
+    );
+}
+
+/// The number of the last `line N` of the writer's file.
+fn last_line_number(text: &str) -> Option<u64> {
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("line ").and_then(|n| n.trim().parse().ok()))
+}
+
+/// The value of the first `key` (snake_case or camelCase) anywhere in `v`.
+fn find_key<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    let camel: String = {
+        let mut out = String::new();
+        let mut up = false;
+        for c in key.chars() {
+            if c == '_' {
+                up = true;
+            } else if up {
+                out.extend(c.to_uppercase());
+                up = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    match v {
+        serde_json::Value::Object(o) => o
+            .get(key)
+            .or_else(|| o.get(&camel))
+            .or_else(|| o.values().find_map(|x| find_key(x, key))),
+        serde_json::Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
+        _ => None,
+    }
+}
+
+/// Polls `cond` every second until true; panics naming `what` after `timeout`.
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
