@@ -1,8 +1,12 @@
 //! The guest's serial console, captured by QEMU into a file and read here
 //! line by line: every line is timestamped (time since the VM started) when
 //! the harness first sees it, searched with regular expressions, and checked
-//! for kernel faults (soft lockups, RCU stalls, panics) that make waiting
-//! pointless. Faults are reported with their line, never retried away.
+//! for kernel faults (panics, oopses, hard lockups, init panics) that make
+//! waiting pointless. Faults are reported with their line, never retried
+//! away. Soft lockups and RCU stalls are printed as warnings, not faults:
+//! under TCG on a busy host they mean the vCPU thread was not scheduled
+//! for 20 s (seen with two VMs and a compiler on 2 cores), and a guest that
+//! really hangs still fails the scenario at its timeout.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -32,12 +36,16 @@ pub struct Fault {
 
 /// Console lines that mean the guest is broken, with a name for each.
 const FAULTS: &[(&str, &str)] = &[
-    ("soft lockup", r"BUG: soft lockup"),
     ("hard lockup", r"Watchdog detected hard LOCKUP"),
-    ("RCU stall", r"rcu: INFO: rcu_\w+ (self-)?detected stall"),
     ("kernel panic", r"Kernel panic - not syncing"),
     ("kernel oops", r"(BUG: unable to handle|Oops: [0-9a-f]{4})"),
     ("init panic", r"panicked at "),
+];
+
+/// Console lines worth a warning on stderr (host starvation under TCG).
+const WARNINGS: &[&str] = &[
+    r"BUG: soft lockup",
+    r"rcu: INFO: rcu_\w+ (self-)?detected stall",
 ];
 
 /// A reader of the console log file.
@@ -110,6 +118,15 @@ impl Console {
     }
 
     fn push(&mut self, text: String, at: Duration) {
+        if WARNINGS
+            .iter()
+            .any(|w| Regex::new(w).is_ok_and(|re| re.is_match(&text)))
+        {
+            eprintln!(
+                "warning: guest starved of CPU at {:.1}s (not a failure by itself): {text}",
+                at.as_secs_f64()
+            );
+        }
         if self.fault.is_none() {
             if let Some((kind, _)) = self
                 .fault_patterns
@@ -195,7 +212,7 @@ mod tests {
         assert_eq!(console.lines().len(), 1);
         assert_eq!(console.partial_line(), "keelson: phase=b took_");
         f.write_all(
-            b"ms=2\r\n[   20.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [kubelet:412]\n",
+            b"ms=2\r\n[   20.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [kubelet:412]\n[   21.0] BUG: unable to handle page fault for address: 0000000000001234\n",
         )
         .unwrap();
         f.flush().unwrap();
@@ -217,18 +234,17 @@ mod tests {
         );
         assert_eq!(console.all_matching(&phase).len(), 2);
 
+        // A soft lockup is host starvation, not a fault; the oops is.
         let fault = console.fault().unwrap();
-        assert_eq!(fault.kind, "soft lockup");
-        assert!(fault.line.contains("[kubelet:412]"));
-        assert!(console.tail(1).contains("soft lockup"));
+        assert_eq!(fault.kind, "kernel oops");
+        assert!(fault.line.contains("0000000000001234"));
+        assert!(console.tail(2).contains("soft lockup"));
     }
 
     #[test]
     fn every_fault_pattern_compiles_and_matches_a_real_kernel_line() {
         let samples = [
-            "[   31.5] watchdog: BUG: soft lockup - CPU#1 stuck for 23s! [iptables:901]",
             "[   40.0] NMI watchdog: Watchdog detected hard LOCKUP on cpu 0",
-            "[   35.2] rcu: INFO: rcu_preempt self-detected stall on CPU",
             "[    2.0] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100",
             "[    9.9] BUG: unable to handle page fault for address: 0000000000001234",
             "thread 'main' panicked at crates/init/src/main.rs:10:5:",
