@@ -333,11 +333,7 @@ impl Machine for MachineService {
         req: Request<ServiceRequest>,
     ) -> Result<Response<ServiceResponse>, Status> {
         let name = req.into_inner().name;
-        let _g = self
-            .node
-            .begin_change()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let _g = self.begin_change().await?;
         self.status_of(&name)?;
         // `restart` also starts a stopped service, with its last spec.
         self.node.sup.restart(&name).await.map_err(sup_status)?;
@@ -354,11 +350,7 @@ impl Machine for MachineService {
                 "apid carries the API: stopping it would cut this node off (use restart)",
             ));
         }
-        let _g = self
-            .node
-            .begin_change()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let _g = self.begin_change().await?;
         self.status_of(&name)?;
         let timeout = self
             .node
@@ -377,17 +369,12 @@ impl Machine for MachineService {
         req: Request<ServiceRequest>,
     ) -> Result<Response<ServiceResponse>, Status> {
         let name = req.into_inner().name;
-        let _g = self
-            .node
-            .begin_change()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let _g = self.begin_change().await?;
         let before = self.status_of(&name)?;
         if name == crate::apid_service::NAME {
             // The reply travels through apid: restart it just after.
             let sup = self.node.sup.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            after_reply(async move {
                 if let Err(e) = sup.restart(crate::apid_service::NAME).await {
                     tracing::error!(error = %e, "apid restart");
                 }
@@ -406,11 +393,7 @@ impl Machine for MachineService {
     ) -> Result<Response<ServiceResponse>, Status> {
         let r = req.into_inner();
         let signal = parse_signal(&r.signal).map_err(Status::invalid_argument)?;
-        let _g = self
-            .node
-            .begin_change()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let _g = self.begin_change().await?;
         let s = self.status_of(&r.name)?;
         let Some(pid) = s.pid else {
             return Err(Status::failed_precondition(format!(
@@ -422,8 +405,7 @@ impl Machine for MachineService {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
         if r.name == crate::apid_service::NAME {
             // The reply travels through apid: signal it just after.
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+            after_reply(async move {
                 if let Err(e) = nix::sys::signal::kill(pid, signal) {
                     tracing::error!(%pid, error = %e, "signalling apid");
                 }
@@ -590,7 +572,27 @@ fn parse_signal(text: &str) -> Result<nix::sys::signal::Signal, String> {
         .map_err(|_| format!("signal: {t:?} is not a signal name (e.g. SIGKILL, TERM, 9)"))
 }
 
+/// How long a reply gets to travel back through apid before an action
+/// that may cut it off (restarting or signalling apid, ending the node).
+const REPLY_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs `action` once the reply has had [`REPLY_GRACE`] to leave.
+fn after_reply(action: impl std::future::Future<Output = ()> + Send + 'static) {
+    tokio::spawn(async move {
+        tokio::time::sleep(REPLY_GRACE).await;
+        action.await;
+    });
+}
+
 impl MachineService {
+    /// The node's change lock, or Unavailable once a shutdown has begun.
+    async fn begin_change(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, Status> {
+        self.node
+            .begin_change()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))
+    }
+
     fn status_of(&self, name: &str) -> Result<SupStatus, Status> {
         self.node
             .sup
@@ -633,8 +635,7 @@ impl MachineService {
             ending,
             force,
         };
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        after_reply(async move {
             node.request_shutdown(req);
         });
         Ok(Response::new(PowerResponse {
