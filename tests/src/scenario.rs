@@ -188,6 +188,20 @@ impl Cluster {
         text
     }
 
+    /// After the VM has exited: its disk flattened to `<work>/after.raw`
+    /// and the `dumpe2fs -h` header of each ext4 data partition (STATE,
+    /// VAR), to check that the shutdown left no journal to recover.
+    pub fn data_partitions_after_exit(
+        &self,
+    ) -> Result<(PathBuf, Vec<PartitionHeader>), ScenarioError> {
+        let raw = self.disk.export_raw(&self.work.path().join("after.raw"))?;
+        let mut out = Vec::new();
+        for part in ["STATE", "VAR"] {
+            out.push((part, crate::disk::dumpe2fs_header(&raw, part)?));
+        }
+        Ok((raw, out))
+    }
+
     /// Presses the power button and waits up to `grace` for the guest to
     /// power off; if it does not, stops QEMU with QMP `quit`. Returns
     /// whether the guest powered off by itself and how long it took.
@@ -201,6 +215,9 @@ impl Cluster {
         Ok((clean, start.elapsed()))
     }
 }
+
+/// A data partition's name and its ext4 header.
+pub type PartitionHeader = (&'static str, crate::disk::Ext4Header);
 
 /// A temporary directory, kept (and its path logged) when
 /// `KEELSON_KEEP_WORK=1`.

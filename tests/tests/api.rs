@@ -19,7 +19,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use keelson_tests::disk;
 use keelson_tests::nodectl::{json, strings, Nodectl, Operator};
 use keelson_tests::scenario::{markers, Cluster};
 use regex::Regex;
@@ -308,12 +307,8 @@ fn maintenance_then_mtls_apply_config_generations_roles_and_apid_restarts() {
         "the node did not power off: {}",
         cluster.vm.console_tail(40)
     );
-    let raw = cluster
-        .disk
-        .export_raw(&cluster.work_dir().join("after.raw"))
-        .unwrap();
-    for part in ["STATE", "VAR"] {
-        let h = disk::dumpe2fs_header(&raw, part).unwrap();
+    let (_, parts) = cluster.data_partitions_after_exit().unwrap();
+    for (part, h) in parts {
         assert!(
             !h.needs_recovery(),
             "{part} needs recovery after shutdown: {h:?}"

@@ -321,12 +321,8 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
         "the node did not power off: {}",
         cluster.vm.console_tail(40)
     );
-    let raw = cluster
-        .disk
-        .export_raw(&cluster.work_dir().join("after.raw"))
-        .unwrap();
-    for part in ["STATE", "VAR"] {
-        let h = disk::dumpe2fs_header(&raw, part).unwrap();
+    let (raw, parts) = cluster.data_partitions_after_exit().unwrap();
+    for (part, h) in parts {
         eprintln!("{part}: {h:?}");
         assert!(
             !h.needs_recovery(),

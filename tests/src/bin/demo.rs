@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use keelson_tests::console::ConsoleLine;
 use keelson_tests::nodectl::{Nodectl, Operator};
 use keelson_tests::scenario::{markers, test_pod_yaml, Cluster};
-use keelson_tests::{artifacts, disk, node_config};
+use keelson_tests::{artifacts, node_config};
 use regex::Regex;
 
 const NODE: &str = "keelson-demo";
@@ -162,11 +162,8 @@ fn run() -> Result<()> {
             cluster.vm.console_tail(20)
         );
     }
-    let raw = cluster
-        .disk
-        .export_raw(&cluster.work_dir().join("after.raw"))?;
-    for part in ["STATE", "VAR"] {
-        let h = disk::dumpe2fs_header(&raw, part)?;
+    let (_, parts) = cluster.data_partitions_after_exit()?;
+    for (part, h) in parts {
         println!(
             "{part}: {}",
             if h.needs_recovery() {
