@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use keelson_tests::nodectl::{json, strings, Nodectl, Operator};
-use keelson_tests::scenario::{markers, Cluster};
+use keelson_tests::scenario::{markers, test_pod_yaml, writer_pod_yaml, Cluster};
 use regex::Regex;
 
 const NODE: &str = "keelson-api-0";
@@ -299,7 +299,24 @@ fn maintenance_then_mtls_apply_config_generations_roles_and_apid_restarts() {
     let services = json(&nodectl.ok(&admin, &["services", "-o", "json"]));
     eprintln!("services after the kill: {services}");
 
-    // 9. The ordered shutdown through the API leaves ext4 clean.
+    // 9. Three pods (one writing and syncing to a hostPath under /var),
+    // then the ordered shutdown through the API: every ext4 partition is
+    // clean and the writer's synced lines are on disk.
+    cluster.cp.create(&writer_pod_yaml("writer", NODE)).unwrap();
+    cluster.cp.create(&test_pod_yaml("one", NODE)).unwrap();
+    cluster.cp.create(&test_pod_yaml("two", NODE)).unwrap();
+    for pod in ["writer", "one", "two"] {
+        cluster
+            .cp
+            .wait_pod_running(pod, Duration::from_secs(240))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let count = |text: &str| text.lines().filter(|l| l.starts_with("line ")).count();
+    let synced = count(&nodectl.eventually(
+        &admin,
+        &["read", "/var/log/keelson-writer/writer"],
+        Duration::from_secs(60),
+    ));
     nodectl.ok(&admin, &["shutdown"]);
     let exited = cluster.vm.wait_exit(Duration::from_secs(180)).unwrap();
     assert!(
@@ -307,11 +324,20 @@ fn maintenance_then_mtls_apply_config_generations_roles_and_apid_restarts() {
         "the node did not power off: {}",
         cluster.vm.console_tail(40)
     );
-    let (_, parts) = cluster.data_partitions_after_exit().unwrap();
+    let (raw, parts) = cluster.data_partitions_after_exit().unwrap();
     for (part, h) in parts {
         assert!(
             !h.needs_recovery(),
             "{part} needs recovery after shutdown: {h:?}"
         );
     }
+    let on_disk =
+        keelson_tests::disk::read_file(&raw, "VAR", "/log/keelson-writer/writer").unwrap();
+    let on_disk = String::from_utf8_lossy(&on_disk);
+    assert!(on_disk.ends_with('\n'), "the last line is whole");
+    assert!(
+        count(&on_disk) >= synced,
+        "lines synced before the shutdown are on disk: {} < {synced}",
+        count(&on_disk)
+    );
 }
