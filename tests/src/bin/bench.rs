@@ -17,7 +17,21 @@
 //! for 6 s), → node `Ready` in the API server (polled on its own thread),
 //! the guest's own kernel-to-marker time, PID 1's RSS after the marker, and
 //! for Keelson init's boot phases; medians, and the peer's ratio to the
-//! like-for-like Keelson direct-kernel boot. Exits non-zero if a boot fails.
+//! like-for-like Keelson direct-kernel boot.
+//!
+//! Every boot then goes on (issue 6): N pods (`--pods 0,3,10`, boot `i`
+//! of each variant taking entry `i mod len`) that stop promptly on SIGTERM
+//! are created and waited for until `Running`, and the shutdown is timed
+//! from the request to QEMU's exit: `nodectl shutdown` for Keelson's GRUB
+//! boots, the ACPI power button for its direct boots and for the peer
+//! (systemd-logind's `poweroff.target`, the path of `shutdown -h now`).
+//! Afterwards every ext4 filesystem of the disk is checked for
+//! `needs_recovery`; Keelson's shutdown steps come from init's console
+//! lines. Keelson nodes boot with API certificates from a PKI made by the
+//! real `nodectl gen secrets`, their API port forwarded. The first Keelson
+//! boot also times (issue 5) five live sysctl changes through
+//! `nodectl apply-config --mode no-reboot`, to the command's return and to
+//! `nodectl read` showing the value. Exits non-zero if a boot fails.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,16 +39,19 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use keelson_tests::control_plane::{ControlPlane, GUEST_API_SERVER};
-use keelson_tests::disk::{TestDisk, DEFAULT_DISK_SIZE};
+use keelson_tests::control_plane::{free_port, ControlPlane, GUEST_API_SERVER};
+use keelson_tests::disk::{dumpe2fs_header, TestDisk, DEFAULT_DISK_SIZE};
 use keelson_tests::node_config::{self, ClusterAccess};
+use keelson_tests::nodectl::{Nodectl, Operator};
 use keelson_tests::peer::{self, PeerCluster, PeerImage};
 use keelson_tests::qemu::{GuestFwd, Vm, VmSpec};
-use keelson_tests::scenario::markers;
+use keelson_tests::scenario::{markers, MACHINE_API_PORT};
 use keelson_tests::{artifacts, gpt};
+use machine_config::schema::Certificates;
+use machine_config::MachineConfig;
 use regex::Regex;
 
 /// Bound on one boot reaching node-ready and API Ready.
@@ -48,6 +65,9 @@ struct Args {
     peer: Option<PathBuf>,
     /// `--only grub,direct,peer`: boot only these (for development).
     only: Option<Vec<String>>,
+    /// `--pods 0,3,10`: the running-pod counts of the shutdown benchmark,
+    /// boot `i` of each variant taking entry `i mod len`.
+    pods: Vec<usize>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -57,6 +77,7 @@ fn parse_args() -> Result<Args> {
     let mut image = None;
     let mut peer = None;
     let mut only = None;
+    let mut pods = vec![0, 3, 10];
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -68,6 +89,16 @@ fn parse_args() -> Result<Args> {
             "--only" => {
                 only = Some(value()?.split(',').map(str::to_string).collect());
             }
+            "--pods" => {
+                pods = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .context("--pods takes counts like 0,3,10")?;
+                if pods.is_empty() {
+                    bail!("--pods takes at least one count");
+                }
+            }
             "--boots" => {
                 boots = value()?
                     .parse()
@@ -76,7 +107,7 @@ fn parse_args() -> Result<Args> {
                     bail!("--boots takes a positive number");
                 }
             }
-            other => bail!("unknown argument {other:?}; usage: bench --parse-results FILE --out FILE [--boots N] [--image RAW] [--peer DIR] [--only grub,direct,peer]"),
+            other => bail!("unknown argument {other:?}; usage: bench --parse-results FILE --out FILE [--boots N] [--image RAW] [--peer DIR] [--only grub,direct,peer] [--pods 0,3,10]"),
         }
     }
     Ok(Args {
@@ -86,6 +117,7 @@ fn parse_args() -> Result<Args> {
         image,
         peer,
         only,
+        pods,
     })
 }
 
@@ -105,6 +137,10 @@ struct Boot {
     kubelet_started: Option<Duration>,
     /// The peer only: MemTotal − MemAvailable after the marker.
     mem_used_kib: Option<u64>,
+    /// The shutdown that ended this boot, with its pods.
+    shutdown: ShutdownRun,
+    /// Keelson's live sysctl changes, when this boot measured them.
+    sysctl: Vec<SysctlRun>,
 }
 
 /// What is booted.
@@ -187,16 +223,52 @@ fn run(args: &Args) -> Result<()> {
             bail!("--only {only:?} selects nothing (grub, direct, peer with --peer)");
         }
     }
+    // The operator's PKI (real `nodectl gen secrets`) and the node's API
+    // certificates, for `nodectl shutdown` and `apply-config`.
+    let secrets = tempfile::Builder::new()
+        .prefix("keelson-bench-secrets-")
+        .tempdir()?;
+    let operator = Operator::new(secrets.path())?;
+    let certificates = operator.node_certificates(KEELSON_NODE)?;
+    let keelson = KeelsonSetup {
+        image: &image,
+        relay: &relay,
+        operator: &operator,
+        certificates: &certificates,
+    };
     // Interleaved, so that load from other work on the host spreads over
     // every variant alike.
     let mut boots: BTreeMap<usize, Vec<Boot>> = BTreeMap::new();
+    let mut sysctl_done = false;
     for i in 0..args.boots {
         for (v, variant) in variants.iter().enumerate() {
-            eprintln!("boot {}/{}: {} ...", i + 1, args.boots, variant.label());
+            let pods = args.pods[i % args.pods.len()];
+            eprintln!(
+                "boot {}/{}: {} (then {pods} pods and a shutdown) ...",
+                i + 1,
+                args.boots,
+                variant.label()
+            );
             let boot = match (variant, &peer) {
-                (Variant::Peer, Some(peer)) => measure_peer(peer, &relay),
-                (Variant::KeelsonDirect, _) => measure_keelson(&image, &relay, Some(&direct)),
-                _ => measure_keelson(&image, &relay, None),
+                (Variant::Peer, Some(peer)) => measure_peer(peer, &relay, pods),
+                (Variant::KeelsonDirect, _) => {
+                    let plan = Plan {
+                        pods,
+                        trigger: Trigger::PowerButton,
+                        sysctl: !sysctl_done,
+                    };
+                    sysctl_done = true;
+                    measure_keelson(&keelson, Some(&direct), plan)
+                }
+                _ => {
+                    let plan = Plan {
+                        pods,
+                        trigger: Trigger::Nodectl,
+                        sysctl: !sysctl_done,
+                    };
+                    sysctl_done = true;
+                    measure_keelson(&keelson, None, plan)
+                }
             }
             .with_context(|| format!("boot {} of {}", i + 1, variant.label()))?;
             eprintln!(
@@ -206,6 +278,19 @@ fn run(args: &Args) -> Result<()> {
                 boot.node_ready_marker.as_secs_f64(),
                 boot.api_ready.as_secs_f64(),
                 boot.init_rss_kib
+            );
+            let sd = &boot.shutdown;
+            eprintln!(
+                "boot {}: {}: {} pods Running after {:.1}s; {} → power-off {:.1}s (powered off: {}); needs_recovery on {} of {}",
+                i + 1,
+                variant.label(),
+                sd.pods,
+                sd.pods_running.as_secs_f64(),
+                sd.trigger.label(),
+                sd.took.as_secs_f64(),
+                sd.powered_off,
+                sd.recovery.iter().filter(|(_, r)| *r).count(),
+                sd.recovery.len()
             );
             boots.entry(v).or_default().push(boot);
         }
@@ -300,16 +385,100 @@ fn direct_kernel(image: &Path) -> Result<DirectKernel> {
     })
 }
 
+/// The Keelson node name of every benchmark boot.
+const KEELSON_NODE: &str = "keelson-bench";
+
+/// Bound on N pods reaching `Running` after the node is Ready.
+const PODS_TIMEOUT: Duration = Duration::from_secs(420);
+
+/// Bound on a shutdown, request to QEMU's exit; past it QEMU is stopped.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The live sysctl of the apply-config measurement.
+const SYSCTL: &str = "net.core.somaxconn";
+const SYSCTL_PATH: &str = "/proc/sys/net/core/somaxconn";
+/// Repetitions of the live sysctl change.
+const SYSCTL_REPS: usize = 5;
+
+/// What every Keelson boot shares.
+struct KeelsonSetup<'a> {
+    image: &'a Path,
+    relay: &'a Path,
+    operator: &'a Operator,
+    certificates: &'a Certificates,
+}
+
+/// How a shutdown is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// `nodectl shutdown` over mTLS (Keelson).
+    Nodectl,
+    /// The ACPI power button, QMP `system_powerdown` (Keelson's init, or
+    /// the peer's systemd-logind, which starts `poweroff.target`: the same
+    /// path as `shutdown -h now`).
+    PowerButton,
+}
+
+impl Trigger {
+    fn label(self) -> &'static str {
+        match self {
+            Trigger::Nodectl => "`nodectl shutdown`",
+            Trigger::PowerButton => "ACPI power button",
+        }
+    }
+}
+
+/// What a Keelson boot does after its boot measurements.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    pods: usize,
+    trigger: Trigger,
+    /// Measure the live sysctl change first.
+    sysctl: bool,
+}
+
+/// One shutdown with N running pods.
+struct ShutdownRun {
+    pods: usize,
+    trigger: Trigger,
+    /// Creating the pods → all of them `Running`.
+    pods_running: Duration,
+    /// The request (command start, or the QMP call) → QEMU exited.
+    took: Duration,
+    /// False when QEMU had to be stopped after [`SHUTDOWN_TIMEOUT`].
+    powered_off: bool,
+    /// Keelson: init's `shutdown done took_ms` and `forced`.
+    init_done: Option<(u64, bool)>,
+    /// Keelson: init's steps, `(name, outcome, took_ms)`.
+    steps: Vec<(String, String, u64)>,
+    /// Each ext4 filesystem checked afterwards and whether its journal
+    /// still needed recovery.
+    recovery: Vec<(&'static str, bool)>,
+}
+
+/// One live sysctl change through `nodectl apply-config --mode no-reboot`.
+struct SysctlRun {
+    value: String,
+    /// Command start → the command returned.
+    returned: Duration,
+    /// Command start → `nodectl read` first showed the value.
+    visible: Duration,
+}
+
 /// A Keelson node booted for the benchmark. Field order is drop order.
 struct KeelsonNode {
     vm: Vm,
     cp: ControlPlane,
-    _disk: TestDisk,
-    _work: tempfile::TempDir,
+    disk: TestDisk,
+    work: tempfile::TempDir,
 }
 
-fn measure_keelson(image: &Path, relay: &Path, direct: Option<&DirectKernel>) -> Result<Boot> {
-    let node = "keelson-bench";
+fn measure_keelson(
+    setup: &KeelsonSetup<'_>,
+    direct: Option<&DirectKernel>,
+    plan: Plan,
+) -> Result<Boot> {
+    let node = KEELSON_NODE;
     let work = tempfile::Builder::new()
         .prefix("keelson-bench-")
         .tempdir()?;
@@ -326,16 +495,19 @@ fn measure_keelson(image: &Path, relay: &Path, direct: Option<&DirectKernel>) ->
             .context("the control plane made no token for the node")?
             .to_string(),
     };
-    let yaml = node_config::to_yaml(&node_config::test_node_config(&access)?)?;
-    let disk = TestDisk::prepare(image, &vm_dir, Some(&yaml), DEFAULT_DISK_SIZE)?;
-    let spec = match direct {
+    let mut config = node_config::test_node_config(&access)?;
+    config.machine.certificates = Some(setup.certificates.clone());
+    let yaml = node_config::to_yaml(&config)?;
+    let disk = TestDisk::prepare(setup.image, &vm_dir, Some(&yaml), DEFAULT_DISK_SIZE)?;
+    let api_port = free_port()?;
+    let mut spec = match direct {
         Some(k) => peer::direct_kernel_spec(
             &disk.overlay,
             &vm_dir,
             &k.kernel,
             &k.initrd,
             &k.cmdline,
-            relay,
+            setup.relay,
             cp.api_port(),
         ),
         None => {
@@ -343,19 +515,15 @@ fn measure_keelson(image: &Path, relay: &Path, direct: Option<&DirectKernel>) ->
             spec.guestfwd.push(GuestFwd {
                 guest_ip: GUEST_API_SERVER.0,
                 guest_port: GUEST_API_SERVER.1,
-                command: format!("{} {}", relay.display(), cp.api_port()),
+                command: format!("{} {}", setup.relay.display(), cp.api_port()),
             });
             spec
         }
     };
+    spec.hostfwd.push((api_port, MACHINE_API_PORT));
     let vm = Vm::boot(&spec)?;
     let booted_at = vm.started();
-    let mut n = KeelsonNode {
-        vm,
-        cp,
-        _disk: disk,
-        _work: work,
-    };
+    let mut n = KeelsonNode { vm, cp, disk, work };
 
     let (ready, api_ready) = peer::wait_marker_and_api(
         &mut n.vm,
@@ -400,10 +568,78 @@ fn measure_keelson(image: &Path, relay: &Path, direct: Option<&DirectKernel>) ->
                 Some((c[1].to_string(), c[2].parse().ok()?))
             })
             .collect();
-    // The disk is thrown away: no need for an orderly shutdown.
-    n.vm.quit()?;
+
+    // The machine API: wait for apid to answer over mTLS.
+    let endpoint = format!("127.0.0.1:{api_port}");
+    let nodectl = Nodectl {
+        bin: setup.operator.bin.clone(),
+        endpoint: endpoint.clone(),
+    };
+    let admin = setup
+        .operator
+        .contexts(n.work.path(), "admin", "admin", &endpoint)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = nodectl.run(Some(&admin), &["version"]);
+        if r.code == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the machine API did not answer in 120 s: {r:?}");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let sysctl = if plan.sysctl {
+        measure_sysctl(&nodectl, &admin, &config, n.work.path())?
+    } else {
+        Vec::new()
+    };
+
+    // N pods, then the shutdown.
+    let pods_running = start_pods(&n.cp, node, plan.pods)?;
+    let start = Instant::now();
+    match plan.trigger {
+        Trigger::Nodectl => {
+            let r = nodectl.run(Some(&admin), &["shutdown"]);
+            if r.code != 0 {
+                bail!("nodectl shutdown failed: {r:?}");
+            }
+        }
+        Trigger::PowerButton => n.vm.power_button()?,
+    }
+    let exited = n.vm.wait_exit(SHUTDOWN_TIMEOUT)?.is_some();
+    let took = start.elapsed();
+    if !exited {
+        eprintln!(
+            "the node did not power off in {SHUTDOWN_TIMEOUT:?}; stopping QEMU. Console:\n{}",
+            n.vm.console_tail(30)
+        );
+        n.vm.quit()?;
+    }
+    let step_re = Regex::new(r"keelson: shutdown step=(\S+) outcome=(\S+) took_ms=(\d+)")?;
+    let steps =
+        n.vm.console()
+            .all_matching(&step_re)
+            .iter()
+            .filter_map(|l| {
+                let c = step_re.captures(&l.text)?;
+                Some((c[1].to_string(), c[2].to_string(), c[3].parse().ok()?))
+            })
+            .collect();
+    let done_re = Regex::new(r"keelson: shutdown done took_ms=(\d+) forced=(\S+)")?;
+    let init_done = n.vm.console().all_matching(&done_re).last().and_then(|l| {
+        let c = done_re.captures(&l.text)?;
+        Some((c[1].parse().ok()?, &c[2] == "true"))
+    });
+    let raw = n.disk.export_raw(&n.work.path().join("after.raw"))?;
+    let mut recovery = Vec::new();
+    for part in ["STATE", "VAR"] {
+        recovery.push((part, dumpe2fs_header(&raw, part)?.needs_recovery()));
+    }
+    let _ = std::fs::remove_file(&raw);
+
     if std::env::var("KEELSON_KEEP_WORK").is_ok_and(|v| v == "1") {
-        let KeelsonNode { _work: work, .. } = n;
+        let KeelsonNode { work, .. } = n;
         eprintln!("keeping work directory {}", work.keep().display());
     }
     Ok(Boot {
@@ -414,13 +650,165 @@ fn measure_keelson(image: &Path, relay: &Path, direct: Option<&DirectKernel>) ->
         init_rss_kib,
         kubelet_started: None,
         mem_used_kib: None,
+        shutdown: ShutdownRun {
+            pods: plan.pods,
+            trigger: plan.trigger,
+            pods_running,
+            took,
+            powered_off: exited,
+            init_done,
+            steps,
+            recovery,
+        },
+        sysctl,
     })
 }
 
-fn measure_peer(image: &PeerImage, relay: &Path) -> Result<Boot> {
+/// `SYSCTL_REPS` live changes of [`SYSCTL`] (alternating 2000 and 3000)
+/// in a config otherwise equal to the booted one.
+fn measure_sysctl(
+    nodectl: &Nodectl,
+    admin: &Path,
+    config: &MachineConfig,
+    dir: &Path,
+) -> Result<Vec<SysctlRun>> {
+    let mut runs = Vec::new();
+    for i in 0..SYSCTL_REPS {
+        let value = if i % 2 == 0 { "2000" } else { "3000" };
+        let mut c = config.clone();
+        c.machine.sysctls.insert(SYSCTL.into(), value.into());
+        let file = dir.join(format!("sysctl-{i}.yaml"));
+        std::fs::write(&file, node_config::to_yaml(&c)?)
+            .with_context(|| format!("writing {}", file.display()))?;
+        let file_s = file.display().to_string();
+        let start = Instant::now();
+        let r = nodectl.run(
+            Some(admin),
+            &["apply-config", "-f", &file_s, "--mode", "no-reboot"],
+        );
+        let returned = start.elapsed();
+        if r.code != 0 {
+            bail!("apply-config {SYSCTL}={value} failed: {r:?}");
+        }
+        let visible = loop {
+            let r = nodectl.run(Some(admin), &["read", SYSCTL_PATH]);
+            if r.code == 0 && r.stdout.trim() == value {
+                break start.elapsed();
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("{SYSCTL_PATH} did not become {value} in 60 s: {r:?}");
+            }
+        };
+        eprintln!(
+            "sysctl {SYSCTL}={value}: returned {:.2}s, visible {:.2}s",
+            returned.as_secs_f64(),
+            visible.as_secs_f64()
+        );
+        runs.push(SysctlRun {
+            value: value.into(),
+            returned,
+            visible,
+        });
+    }
+    Ok(runs)
+}
+
+/// A pod pinned to `node` as a service would run: it handles SIGTERM at
+/// once (`trap 'exit 0' TERM`; a bare `sleep` as PID 1 would ignore it)
+/// and has Kubernetes' default 30 s grace.
+fn bench_pod_yaml(name: &str, node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  nodeName: {node}
+  automountServiceAccountToken: false
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: main
+    image: keelson.local/busybox:1
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "trap 'exit 0' TERM; echo started; while true; do sleep 1; done"]
+"#
+    )
+}
+
+/// Creates `count` bench pods on `node` and waits until all run; returns
+/// how long that took.
+fn start_pods(cp: &ControlPlane, node: &str, count: usize) -> Result<Duration> {
+    let start = Instant::now();
+    if count == 0 {
+        return Ok(Duration::ZERO);
+    }
+    let names: Vec<String> = (0..count).map(|i| format!("bench-{i}")).collect();
+    let yaml = names
+        .iter()
+        .map(|name| bench_pod_yaml(name, node))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    cp.create(&yaml)?;
+    for name in &names {
+        let left = PODS_TIMEOUT.saturating_sub(start.elapsed());
+        cp.wait_pod_running(name, left)?;
+    }
+    Ok(start.elapsed())
+}
+
+/// `dumpe2fs -h` of a whole-disk ext4 image: does its journal need
+/// recovery?
+fn whole_disk_needs_recovery(raw: &Path) -> Result<bool> {
+    let out = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(raw)
+        .output()
+        .context("running dumpe2fs")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let features = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Filesystem features:"))
+        .with_context(|| {
+            format!(
+                "no `Filesystem features:` from dumpe2fs -h {}",
+                raw.display()
+            )
+        })?;
+    Ok(features.split_whitespace().any(|f| f == "needs_recovery"))
+}
+
+fn measure_peer(image: &PeerImage, relay: &Path, pods: usize) -> Result<Boot> {
     let mut cluster = PeerCluster::start(image, relay)?;
     let ready = cluster.wait_ready(BOOT_TIMEOUT)?;
-    cluster.vm.quit()?;
+    let pods_running = start_pods(&cluster.cp, peer::NODE_NAME, pods)?;
+    let start = Instant::now();
+    cluster.vm.power_button()?;
+    let exited = cluster.vm.wait_exit(SHUTDOWN_TIMEOUT)?.is_some();
+    let took = start.elapsed();
+    if !exited {
+        eprintln!(
+            "the peer did not power off in {SHUTDOWN_TIMEOUT:?}; stopping QEMU. Console:\n{}",
+            cluster.vm.console_tail(30)
+        );
+        cluster.vm.quit()?;
+    }
+    let raw = cluster.work_dir().join("after.raw");
+    let out = Command::new("qemu-img")
+        .args(["convert", "-q", "-O", "raw"])
+        .arg(&cluster.disk.overlay)
+        .arg(&raw)
+        .output()
+        .context("running qemu-img convert")?;
+    if !out.status.success() {
+        bail!(
+            "qemu-img convert of the peer's disk: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let root_recovery = whole_disk_needs_recovery(&raw)?;
+    let _ = std::fs::remove_file(&raw);
     Ok(Boot {
         node_ready_marker: ready.node_ready_marker,
         api_ready: ready.api_ready,
@@ -429,6 +817,17 @@ fn measure_peer(image: &PeerImage, relay: &Path) -> Result<Boot> {
         init_rss_kib: ready.pid1_rss_kib,
         kubelet_started: Some(ready.kubelet_started),
         mem_used_kib: Some(ready.mem_used_kib),
+        shutdown: ShutdownRun {
+            pods,
+            trigger: Trigger::PowerButton,
+            pods_running,
+            took,
+            powered_off: exited,
+            init_done: None,
+            steps: Vec::new(),
+            recovery: vec![("root", root_recovery)],
+        },
+        sysctl: Vec::new(),
     })
 }
 
@@ -665,7 +1064,276 @@ fn render(
         }
         render_phases(&mut md, *variant, boots)?;
     }
+    render_shutdown(&mut md, results)?;
+    render_sysctl(&mut md, results)?;
     Ok(md)
+}
+
+/// "12.3 s" for one run, "12.3 s (median; 11.0, 12.3, 14.1)" for more;
+/// a run that did not power off by itself shows as "> 300 s".
+fn shutdown_cell(runs: &[&ShutdownRun]) -> String {
+    if runs.is_empty() {
+        return "—".into();
+    }
+    let one = |r: &ShutdownRun| {
+        if r.powered_off {
+            format!("{:.1} s", secs(r.took))
+        } else {
+            format!("> {:.0} s (stopped)", SHUTDOWN_TIMEOUT.as_secs_f64())
+        }
+    };
+    if runs.len() == 1 {
+        return one(runs[0]);
+    }
+    let m = median(runs.iter().map(|r| secs(r.took)).collect());
+    format!(
+        "{m:.1} s (median of {}: {})",
+        runs.len(),
+        runs.iter().map(|r| one(r)).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// The shutdown benchmark (issue 6): request → power-off with N pods,
+/// side by side, clean ext4 afterwards, and Keelson's steps.
+fn render_shutdown(md: &mut String, results: &[(Variant, Vec<Boot>)]) -> Result<()> {
+    let mut counts: Vec<usize> = results
+        .iter()
+        .flat_map(|(_, b)| b.iter().map(|b| b.shutdown.pods))
+        .collect();
+    counts.sort_unstable();
+    counts.dedup();
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let runs_of = |v: Variant, n: usize| -> Vec<&ShutdownRun> {
+        results
+            .iter()
+            .filter(|(x, _)| *x == v)
+            .flat_map(|(_, b)| b.iter().map(|b| &b.shutdown))
+            .filter(|r| r.pods == n)
+            .collect()
+    };
+    let total_runs: usize = results.iter().map(|(_, b)| b.len()).sum();
+    writeln!(
+        md,
+        "## Shutdown: request → power-off with N running pods ({total_runs} runs)\n"
+    )?;
+    writeln!(md, "Each boot above ended this way: N pods were created on the node and waited for until `Running`, then the shutdown was requested and timed from the request (the `nodectl shutdown` command's start, or the QMP `system_powerdown` call) to QEMU's exit, which the guest's ACPI power-off causes. The pods run `trap 'exit 0' TERM; while true; do sleep 1; done` with the default `terminationGracePeriodSeconds: 30`: a service that stops promptly on SIGTERM. Keelson's direct-kernel boots and the peer were shut down with the ACPI power button; Keelson's GRUB boots, when benchmarked, with `nodectl shutdown` (mTLS, through the forwarded API port), which starts the same sequence in init. The ratio compares like with like: the peer over Keelson, both direct-kernel boots and both by the power button; above 1 means the peer takes longer.\n")?;
+    let cols: Vec<(Variant, &str)> = results
+        .iter()
+        .map(|(v, _)| {
+            (
+                *v,
+                match v {
+                    Variant::KeelsonGrub => "Keelson, `nodectl shutdown` (GRUB boots)",
+                    Variant::KeelsonDirect => "Keelson, power button (direct boots)",
+                    Variant::Peer => {
+                        "Debian 12 + systemd, power button (`poweroff.target` via logind)"
+                    }
+                },
+            )
+        })
+        .collect();
+    let with_ratio = cols.iter().any(|(v, _)| *v == Variant::Peer)
+        && cols.iter().any(|(v, _)| *v == Variant::KeelsonDirect);
+    let mut header = String::from("| running pods |");
+    let mut rule = String::from("|---:|");
+    for (_, label) in &cols {
+        write!(header, " {label} |")?;
+        rule.push_str("---:|");
+    }
+    if with_ratio {
+        header.push_str(" peer / Keelson (power button) |");
+        rule.push_str("---:|");
+    }
+    writeln!(md, "{header}\n{rule}")?;
+    for n in &counts {
+        let mut row = format!("| {n} |");
+        for (v, _) in &cols {
+            write!(row, " {} |", shutdown_cell(&runs_of(*v, *n)))?;
+        }
+        if with_ratio {
+            let m = |v| {
+                let runs = runs_of(v, *n);
+                (!runs.is_empty() && runs.iter().all(|r| r.powered_off))
+                    .then(|| median(runs.iter().map(|r| secs(r.took)).collect()))
+            };
+            write!(
+                row,
+                " {} |",
+                ratio(m(Variant::Peer), m(Variant::KeelsonDirect))
+            )?;
+        }
+        writeln!(md, "{row}")?;
+    }
+    writeln!(md)?;
+
+    writeln!(md, "Clean ext4 afterwards: the disk's overlay flattened to a raw image once QEMU had exited, `dumpe2fs -h` of each ext4 filesystem; `needs_recovery` means the journal was left unreplayed, i.e. the filesystem was not cleanly unmounted.\n")?;
+    writeln!(md, "| side | runs | filesystems checked per run | `needs_recovery` found | powered off by itself |\n|---|---:|---|---:|---:|")?;
+    for (v, boots) in results {
+        if boots.is_empty() {
+            continue;
+        }
+        let fs: Vec<&str> = boots[0].shutdown.recovery.iter().map(|(p, _)| *p).collect();
+        let checked: usize = boots.iter().map(|b| b.shutdown.recovery.len()).sum();
+        let dirty: usize = boots
+            .iter()
+            .map(|b| b.shutdown.recovery.iter().filter(|(_, r)| *r).count())
+            .sum();
+        let off = boots.iter().filter(|b| b.shutdown.powered_off).count();
+        writeln!(
+            md,
+            "| {} | {} | {} | {dirty} of {checked} | {off} of {} |",
+            v.label(),
+            boots.len(),
+            fs.join(", "),
+            boots.len()
+        )?;
+    }
+    writeln!(md)?;
+
+    writeln!(
+        md,
+        "What differs between the two sides, and what a reader should know:\n"
+    )?;
+    writeln!(md, "- Keelson's init stops things in order (docs/architecture.md): kubelet, then every pod sandbox through the CRI with the pods' own grace, then containerd, the remaining processes, then it unmounts VAR and STATE and powers off; `nodectl shutdown` and the power button start the same sequence.")?;
+    writeln!(md, "- The peer is Debian's stock behaviour: the power button makes systemd-logind start `poweroff.target` (`HandlePowerKey=poweroff`, the default), the same transaction `shutdown -h now` starts; its console has only a login prompt and there is no SSH, so the power button is the faithful trigger available. Its kubelet (1.20, no graceful node shutdown configured, as in a default install) is stopped by systemd without stopping pods; Debian's `containerd.service` has `KillMode=process`, so the shims and containers outlive it until systemd-shutdown sends SIGTERM to every remaining process (the bench pods exit on it at once; a pod that ignored it would be killed after systemd's 90 s), then unmounts and remounts the root read-only. Its pods therefore get SIGTERM without the CRI and kubelet knowing; Keelson's are stopped through the CRI.")?;
+    writeln!(md, "- The times include ACPI and firmware power-off under TCG, and the harness's 50 ms polling; the pods were created only after the boot measurements, so they do not affect the boot tables above. n per cell is small (one run per trigger and pod count per side): read the ratios as rough.\n")?;
+    writeln!(md, "### Shutdown runs\n")?;
+    writeln!(md, "| boot | trigger | pods | pods created → all `Running` | request → power-off | init's `shutdown done` took_ms | forced | `needs_recovery` |\n|---|---|---:|---:|---:|---:|---|---|")?;
+    for (v, boots) in results {
+        for b in boots {
+            let r = &b.shutdown;
+            let dirty: Vec<&str> = r
+                .recovery
+                .iter()
+                .filter(|(_, d)| *d)
+                .map(|(p, _)| *p)
+                .collect();
+            writeln!(
+                md,
+                "| {} | {} | {} | {:.1} s | {} | {} | {} | {} |",
+                v.label(),
+                r.trigger.label(),
+                r.pods,
+                secs(r.pods_running),
+                shutdown_cell(&[r]),
+                r.init_done.map_or("—".into(), |(ms, _)| ms.to_string()),
+                r.init_done.map_or("—".into(), |(_, f)| f.to_string()),
+                if dirty.is_empty() {
+                    "none".to_string()
+                } else {
+                    dirty.join(", ")
+                }
+            )?;
+        }
+    }
+    writeln!(md)?;
+
+    // Keelson's steps at the largest pod count.
+    let Some(&max) = counts.last() else {
+        return Ok(());
+    };
+    let keelson_runs: Vec<(Variant, &ShutdownRun)> = results
+        .iter()
+        .filter(|(v, _)| *v != Variant::Peer)
+        .flat_map(|(v, b)| b.iter().map(move |b| (*v, &b.shutdown)))
+        .filter(|(_, r)| r.pods == max && !r.steps.is_empty())
+        .collect();
+    if keelson_runs.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "### Keelson's shutdown steps with {max} pods (outcome and took_ms, as init reports them)\n"
+    )?;
+    let mut header = String::from("| step |");
+    let mut rule = String::from("|---|");
+    for (v, r) in &keelson_runs {
+        let how = match v {
+            Variant::KeelsonGrub => "GRUB boot",
+            _ => "direct boot",
+        };
+        write!(header, " {} ({how}) |", r.trigger.label())?;
+        rule.push_str("---:|");
+    }
+    writeln!(md, "{header}\n{rule}")?;
+    let mut order: Vec<&str> = Vec::new();
+    for (_, r) in &keelson_runs {
+        for (name, _, _) in &r.steps {
+            if !order.contains(&name.as_str()) {
+                order.push(name);
+            }
+        }
+    }
+    for step in order {
+        let mut row = format!("| {step} |");
+        for (_, r) in &keelson_runs {
+            match r.steps.iter().find(|(n, _, _)| n == step) {
+                Some((_, outcome, ms)) => write!(row, " {outcome} {ms} ms |")?,
+                None => row.push_str(" — |"),
+            }
+        }
+        writeln!(md, "{row}")?;
+    }
+    let mut row = String::from("| **total** (`shutdown done`) |");
+    for (_, r) in &keelson_runs {
+        match r.init_done {
+            Some((ms, forced)) => write!(row, " {ms} ms (forced={forced}) |")?,
+            None => row.push_str(" — |"),
+        }
+    }
+    writeln!(md, "{row}\n")?;
+    Ok(())
+}
+
+/// The live sysctl change (issue 5).
+fn render_sysctl(md: &mut String, results: &[(Variant, Vec<Boot>)]) -> Result<()> {
+    let Some((variant, runs)) = results
+        .iter()
+        .flat_map(|(v, b)| b.iter().map(move |b| (*v, &b.sysctl)))
+        .find(|(_, s)| !s.is_empty())
+    else {
+        return Ok(());
+    };
+    writeln!(
+        md,
+        "## Live sysctl change: `nodectl apply-config --mode no-reboot` (n = {})\n",
+        runs.len()
+    )?;
+    writeln!(md, "On a booted, Ready node ({}, first boot, before its pods and shutdown): `nodectl apply-config -f FILE --mode no-reboot` of a config that differs from the running one only in `{SYSCTL}` (alternately 2000 and 3000), timed from the command's start to its return, and to the first `nodectl read {SYSCTL_PATH}` (each a fresh nodectl process with its own mTLS handshake, back to back) that shows the new value. Both include nodectl's start and connection, as a user would see them.\n", variant.label())?;
+    let returned: Vec<f64> = runs.iter().map(|r| secs(r.returned)).collect();
+    let visible: Vec<f64> = runs.iter().map(|r| secs(r.visible)).collect();
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+    writeln!(md, "| | median | max |\n|---|---:|---:|")?;
+    writeln!(
+        md,
+        "| command start → command returned | {:.2} s | {:.2} s |",
+        median(returned.clone()),
+        max(&returned)
+    )?;
+    writeln!(
+        md,
+        "| command start → new value read back | {:.2} s | {:.2} s |\n",
+        median(visible.clone()),
+        max(&visible)
+    )?;
+    writeln!(
+        md,
+        "| run | value | returned | read back |\n|---:|---:|---:|---:|"
+    )?;
+    for (i, r) in runs.iter().enumerate() {
+        writeln!(
+            md,
+            "| {} | {} | {:.2} s | {:.2} s |",
+            i + 1,
+            r.value,
+            secs(r.returned),
+            secs(r.visible)
+        )?;
+    }
+    writeln!(md)?;
+    Ok(())
 }
 
 fn file_mib(path: &Path) -> String {
