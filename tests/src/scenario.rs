@@ -257,7 +257,9 @@ impl Drop for WorkDir {
 }
 
 /// A pod pinned to `node` running the preloaded test image: it writes a
-/// line and sleeps. No service-account token is mounted.
+/// line and sleeps, and exits on SIGTERM (a shell as PID 1 of its
+/// namespace would otherwise ignore it). No service-account token is
+/// mounted.
 pub fn test_pod_yaml(name: &str, node: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -274,7 +276,7 @@ spec:
   - name: main
     image: keelson.local/busybox:1
     imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "echo keelson-pod-started; while true; do sleep 1; done"]
+    command: ["/bin/sh", "-c", "trap 'exit 0' TERM; echo keelson-pod-started; while true; do sleep 1; done"]
 "#
     )
 }
@@ -306,7 +308,7 @@ spec:
     volumeMounts:
     - name: host
       mountPath: /host
-    command: ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo \"line $i\" >> /host/{name}; sync; sleep 0.2; done"]
+    command: ["/bin/sh", "-c", "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo \"line $i\" >> /host/{name}; sync; sleep 0.2; done"]
 "#
     )
 }
