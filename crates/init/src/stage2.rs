@@ -24,6 +24,8 @@ use crate::{apply, cgroup, console, etc, ext4, grow, machine_api, power_button};
 
 /// Where STATE is mounted (read-only except while written).
 pub const STATE_MOUNT: &str = "/system/state";
+/// The config store (generations) inside STATE.
+const CONFIG_DIR: &str = "/system/state/config";
 /// The active config inside STATE.
 pub const CONFIG_PATH: &str = "/system/state/config/current.yaml";
 /// The image's static /etc content.
@@ -370,7 +372,7 @@ async fn serve(
         config.clone(),
         sup.clone(),
         events,
-        PathBuf::from(STATE_MOUNT).join("config"),
+        PathBuf::from(CONFIG_DIR),
     );
     node.forward_service_events();
     node.events.emit(
@@ -490,7 +492,7 @@ fn consume_shutdown_report(state: &mut BootState) -> api::v1::LastShutdownRespon
 /// unconfirmed by the previous boot is reverted (its generation never
 /// became current), a staged config becomes current.
 fn settle_config_store(state: &mut BootState) {
-    let dir = PathBuf::from(STATE_MOUNT).join("config");
+    let dir = PathBuf::from(CONFIG_DIR);
     let store = match ConfigStore::open(&dir) {
         Ok(s) => s,
         Err(e) => {
@@ -512,13 +514,12 @@ fn settle_config_store(state: &mut BootState) {
     }
     let done = with_state_writable(|| -> Result<Vec<String>, crate::config_store::StoreError> {
         let mut notes = Vec::new();
-        if let Some(t) = &trial {
+        if trial.is_some() {
             let r = store.revert_try()?;
             notes.push(format!(
                 "config generation {} reverted at boot: it was on trial and not confirmed",
                 r.generation
             ));
-            let _ = t;
         }
         if staged.is_some() {
             if let Some(r) = store.take_staged()? {

@@ -48,6 +48,7 @@ use serde::{Deserialize, Serialize};
 
 pub use report::{Outcome, ShutdownReport, StepRecord};
 
+use crate::stage2::STATE_MOUNT;
 use crate::supervisor::{StopKind, Supervisor, SupervisorError};
 
 /// What ends the machine after the shutdown.
@@ -127,11 +128,6 @@ impl Deadlines {
 /// A future run before the links go down (stopping DHCP renewal).
 pub type Hook = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// STATE's mount point.
-pub const STATE_MOUNT: &str = "/system/state";
-/// The image's version manifest.
-const VERSION_JSON: &str = "/usr/lib/keelson/version.json";
-
 /// What to shut down and how.
 pub struct Plan {
     /// What started it (`api:shutdown`, `SIGTERM`, `power-button`, …).
@@ -163,7 +159,7 @@ impl Plan {
             before_links_down: None,
             state_mount: PathBuf::from(STATE_MOUNT),
             cri_socket: PathBuf::from(crate::cri::CONTAINERD_SOCKET),
-            version: image_version(),
+            version: crate::stage2::version(),
         }
     }
 
@@ -180,15 +176,6 @@ impl Plan {
         self.before_links_down = Some(hook);
         self
     }
-}
-
-/// The image's version from its manifest (`unknown` if unreadable).
-fn image_version() -> String {
-    std::fs::read(VERSION_JSON)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("version")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// Margin after a SIGKILL for the supervisor to see the exit (its own
@@ -544,7 +531,7 @@ pub fn emergency() {
         "emergency",
         Ending::Reboot,
         false,
-        image_version(),
+        crate::stage2::version(),
         Path::new(STATE_MOUNT),
     );
     let mut rec = Recorder::default();
