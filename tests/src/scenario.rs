@@ -256,11 +256,38 @@ impl Drop for WorkDir {
     }
 }
 
-/// A pod pinned to `node` running the preloaded test image: it writes a
-/// line and sleeps, and exits on SIGTERM (a shell as PID 1 of its
-/// namespace would otherwise ignore it). No service-account token is
-/// mounted.
-pub fn test_pod_yaml(name: &str, node: &str) -> String {
+/// A host directory mounted into a pod.
+struct HostMount<'a> {
+    /// The directory on the node (created if missing).
+    host_path: &'a str,
+    /// Where the container sees it.
+    mount_path: &'a str,
+}
+
+/// A pod pinned to `node` running `script` with `/bin/sh -c` on the
+/// preloaded busybox image, never pulled, without a service-account token.
+/// `script` is written inside a double-quoted YAML string.
+fn busybox_pod_yaml(
+    name: &str,
+    node: &str,
+    restart_policy: &str,
+    grace_s: u32,
+    mount: Option<HostMount<'_>>,
+    script: &str,
+) -> String {
+    let (volumes, volume_mounts) = match mount {
+        Some(m) => (
+            format!(
+                "  volumes:\n  - name: host\n    hostPath:\n      path: {}\n      type: DirectoryOrCreate\n",
+                m.host_path
+            ),
+            format!(
+                "    volumeMounts:\n    - name: host\n      mountPath: {}\n",
+                m.mount_path
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
     format!(
         r#"apiVersion: v1
 kind: Pod
@@ -270,14 +297,42 @@ metadata:
 spec:
   nodeName: {node}
   automountServiceAccountToken: false
-  restartPolicy: Never
-  terminationGracePeriodSeconds: 5
-  containers:
+  restartPolicy: {restart_policy}
+  terminationGracePeriodSeconds: {grace_s}
+{volumes}  containers:
   - name: main
     image: keelson.local/busybox:1
     imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "trap 'exit 0' TERM; echo keelson-pod-started; while true; do sleep 1; done"]
+{volume_mounts}    command: ["/bin/sh", "-c", "{script}"]
 "#
+    )
+}
+
+/// A pod pinned to `node` running the preloaded test image: it writes a
+/// line and sleeps, and exits on SIGTERM (a shell as PID 1 of its
+/// namespace would otherwise ignore it). No service-account token is
+/// mounted.
+pub fn test_pod_yaml(name: &str, node: &str) -> String {
+    busybox_pod_yaml(
+        name,
+        node,
+        "Never",
+        5,
+        None,
+        "trap 'exit 0' TERM; echo keelson-pod-started; while true; do sleep 1; done",
+    )
+}
+
+/// A pod pinned to `node` as a service would run: it handles SIGTERM at
+/// once and has Kubernetes' default 30 s grace; restarted after a reboot.
+pub fn service_pod_yaml(name: &str, node: &str) -> String {
+    busybox_pod_yaml(
+        name,
+        node,
+        "Always",
+        30,
+        None,
+        "trap 'exit 0' TERM; echo started; while true; do sleep 1; done",
     )
 }
 
@@ -285,53 +340,30 @@ spec:
 /// `/var/log/keelson-writer/<name>` on the node (a hostPath) five times a
 /// second, syncing each time, for ever (restarted after a reboot).
 pub fn writer_pod_yaml(name: &str, node: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  nodeName: {node}
-  automountServiceAccountToken: false
-  restartPolicy: Always
-  terminationGracePeriodSeconds: 5
-  volumes:
-  - name: host
-    hostPath:
-      path: /var/log/keelson-writer
-      type: DirectoryOrCreate
-  containers:
-  - name: main
-    image: keelson.local/busybox:1
-    imagePullPolicy: Never
-    volumeMounts:
-    - name: host
-      mountPath: /host
-    command: ["/bin/sh", "-c", "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo \"line $i\" >> /host/{name}; sync; sleep 0.2; done"]
-"#
+    busybox_pod_yaml(
+        name,
+        node,
+        "Always",
+        5,
+        Some(HostMount {
+            host_path: "/var/log/keelson-writer",
+            mount_path: "/host",
+        }),
+        &format!(
+            r#"trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo \"line $i\" >> /host/{name}; sync; sleep 0.2; done"#
+        ),
     )
 }
 
 /// A pod pinned to `node` whose process ignores SIGTERM and asks for an
 /// hour of grace: only a forced kill ends it.
 pub fn stubborn_pod_yaml(name: &str, node: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  nodeName: {node}
-  automountServiceAccountToken: false
-  restartPolicy: Always
-  terminationGracePeriodSeconds: 3600
-  containers:
-  - name: main
-    image: keelson.local/busybox:1
-    imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "trap '' TERM INT; echo stubborn; while true; do sleep 1; done"]
-"#
+    busybox_pod_yaml(
+        name,
+        node,
+        "Always",
+        3600,
+        None,
+        "trap '' TERM INT; echo stubborn; while true; do sleep 1; done",
     )
 }

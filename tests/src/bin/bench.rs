@@ -48,7 +48,7 @@ use keelson_tests::node_config::{self, ClusterAccess};
 use keelson_tests::nodectl::{Nodectl, Operator};
 use keelson_tests::peer::{self, PeerCluster, PeerImage};
 use keelson_tests::qemu::{GuestFwd, Vm, VmSpec};
-use keelson_tests::scenario::{markers, MACHINE_API_PORT};
+use keelson_tests::scenario::{markers, service_pod_yaml, MACHINE_API_PORT};
 use keelson_tests::{artifacts, gpt};
 use machine_config::schema::Certificates;
 use machine_config::MachineConfig;
@@ -713,30 +713,6 @@ fn measure_sysctl(
     Ok(runs)
 }
 
-/// A pod pinned to `node` as a service would run: it handles SIGTERM at
-/// once (`trap 'exit 0' TERM`; a bare `sleep` as PID 1 would ignore it)
-/// and has Kubernetes' default 30 s grace.
-fn bench_pod_yaml(name: &str, node: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  nodeName: {node}
-  automountServiceAccountToken: false
-  restartPolicy: Always
-  terminationGracePeriodSeconds: 30
-  containers:
-  - name: main
-    image: keelson.local/busybox:1
-    imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "trap 'exit 0' TERM; echo started; while true; do sleep 1; done"]
-"#
-    )
-}
-
 /// Creates `count` bench pods on `node` and waits until all run; returns
 /// how long that took.
 fn start_pods(cp: &ControlPlane, node: &str, count: usize) -> Result<Duration> {
@@ -747,7 +723,7 @@ fn start_pods(cp: &ControlPlane, node: &str, count: usize) -> Result<Duration> {
     let names: Vec<String> = (0..count).map(|i| format!("bench-{i}")).collect();
     let yaml = names
         .iter()
-        .map(|name| bench_pod_yaml(name, node))
+        .map(|name| service_pod_yaml(name, node))
         .collect::<Vec<_>>()
         .join("---\n");
     cp.create(&yaml)?;
