@@ -27,6 +27,16 @@ use crate::tools::known;
 
 const MIB: u64 = 1024 * 1024;
 
+/// The static node binaries (`make node-binaries`) and where each lands in
+/// the root: PID 1, the API gateway, the CLI, and the drain client init
+/// runs on shutdown (a separate process so PID 1 parses no network input).
+pub const NODE_BINARIES: &[(&str, &str)] = &[
+    ("init", "usr/sbin/init"),
+    ("apid", "usr/bin/apid"),
+    ("nodectl", "usr/bin/nodectl"),
+    ("keelson-drain", "usr/bin/keelson-drain"),
+];
+
 /// Partitions in disk order: name, GPT type, size.
 pub const LAYOUT: &[(&str, &str, u64)] = &[
     ("EFI", gpt::TYPE_ESP, 128 * MIB),
@@ -75,7 +85,7 @@ pub const PACKAGES: &[&str] = &[
 pub struct Request {
     /// Output directory.
     pub out: PathBuf,
-    /// Directory with the static init, apid, nodectl.
+    /// Directory with the static node binaries ([`NODE_BINARIES`]).
     pub node_bin: PathBuf,
     /// Output of `image-build kubernetes`.
     pub kubernetes: PathBuf,
@@ -128,10 +138,13 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
         }
         Ok(p)
     };
-    let init = node_bin("init")?;
-    let apid = node_bin("apid")?;
-    let nodectl = node_bin("nodectl")?;
-    for p in [&init, &apid, &nodectl] {
+    let node_bins: Vec<(PathBuf, &str)> = NODE_BINARIES
+        .iter()
+        .map(|(name, dest)| Ok((node_bin(name)?, *dest)))
+        .collect::<anyhow::Result<_>>()?;
+    // NODE_BINARIES starts with init, checked just above to exist.
+    let init = node_bins[0].0.clone();
+    for (p, _) in &node_bins {
         if let Some(needs) = crate::elf_deps::needs_of(p)? {
             if needs.interpreter.is_some() || !needs.libraries.is_empty() {
                 bail!(
@@ -186,7 +199,9 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
         tree.display()
     ));
 
-    let build_id = build_id(req, &pkgs, &[&init, &apid, &nodectl, &kubelet_path])?;
+    let mut id_inputs: Vec<&Path> = node_bins.iter().map(|(p, _)| p.as_path()).collect();
+    id_inputs.push(&kubelet_path);
+    let build_id = build_id(req, &pkgs, &id_inputs)?;
 
     // [3] kernel modules.
     let step = steps.start("kernel modules");
@@ -266,9 +281,7 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
         &kver,
         &idx,
         &node_mods,
-        &init,
-        &apid,
-        &nodectl,
+        &node_bins,
         &kubelet_path,
         &images,
         &manifest,
@@ -502,9 +515,7 @@ fn build_root(
     kver: &str,
     idx: &modules::ModuleIndex,
     mods: &std::collections::BTreeSet<String>,
-    init: &Path,
-    apid: &Path,
-    nodectl: &Path,
+    node_bins: &[(PathBuf, &str)],
     kubelet: &Path,
     images: &[(String, Vec<u8>)],
     manifest: &Manifest,
@@ -534,9 +545,9 @@ fn build_root(
     for (name, target) in rootfs::IPTABLES_ALTERNATIVES {
         r.link(&format!("usr/sbin/{name}"), target)?;
     }
-    r.install_host_file(init, "usr/sbin/init", 0o755)?;
-    r.install_host_file(apid, "usr/bin/apid", 0o755)?;
-    r.install_host_file(nodectl, "usr/bin/nodectl", 0o755)?;
+    for (bin, dest) in node_bins {
+        r.install_host_file(bin, dest, 0o755)?;
+    }
     r.install_host_file(kubelet, "usr/bin/kubelet", 0o755)?;
     elf_inputs.push(kubelet.to_path_buf());
     let libs = r.install_libraries(&elf_inputs)?;

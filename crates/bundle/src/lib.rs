@@ -1,0 +1,2 @@
+//! Keelson upgrade bundles: a signed manifest followed by the payloads of
+//! one A/B slot (kernel, initramfs, root squashfs).

@@ -1,0 +1,1 @@
+//! Cordon, drain and uncordon a Keelson node through the Kubernetes API.
