@@ -104,7 +104,7 @@ impl TrustedKeys {
     pub fn from_base64(keys: &[String]) -> Result<TrustedKeys, BundleError> {
         let mut out: Vec<ed25519_dalek::VerifyingKey> = Vec::new();
         for (i, text) in keys.iter().enumerate() {
-            let what = format!("trusted key {i} (machine.trustedUpgradeKeys[{i}])");
+            let what = format!("trusted key [{i}]");
             let key = parse_public(text.trim()).map_err(|reason| BundleError::Key {
                 what: what.clone(),
                 reason,
@@ -211,7 +211,7 @@ mod tests {
         ] {
             let e = TrustedKeys::from_base64(&[good.clone(), bad.clone()]).unwrap_err();
             assert!(
-                matches!(&e, BundleError::Key { what, .. } if what.contains("trusted key 1")),
+                matches!(&e, BundleError::Key { what, .. } if what.contains("trusted key [1]")),
                 "{bad}: {e}"
             );
         }

@@ -1,6 +1,7 @@
 //! `image-build disk`: the whole pipeline from Debian packages and our
 //! binaries to `OUT/keelson.raw` (GPT: EFI, SYSTEM-A, SYSTEM-B, STATE,
-//! VAR), `OUT/version.json` and `OUT/boot/{vmlinuz,initramfs.img}`.
+//! VAR), `OUT/version.json` and `OUT/boot/{vmlinuz,initramfs.img,rootfs.squashfs}`
+//! (the three payloads of an upgrade bundle, see `image-build bundle`).
 
 use std::fs::File;
 use std::io::Read;
@@ -375,6 +376,11 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
         artifact("initramfs.img", &initramfs_path)?,
         artifact("vmlinuz", &vmlinuz)?,
     ];
+    // Keep the root squashfs next to the kernel and initramfs: the three
+    // payloads `image-build bundle` signs.
+    let rootfs_out = boot.join("rootfs.squashfs");
+    std::fs::rename(&sqfs, &rootfs_out)
+        .with_context(|| format!("cannot move {} to {}", sqfs.display(), rootfs_out.display()))?;
     let vj = req.out.join("version.json");
     std::fs::write(&vj, serde_json::to_vec_pretty(&manifest)?)
         .with_context(|| format!("cannot write {}", vj.display()))?;

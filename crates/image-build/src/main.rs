@@ -4,8 +4,13 @@
 //! - `image-build kubernetes --out DIR` builds kubelet and the control plane
 //!   from Debian's `kubernetes` source package (cached).
 //! - `image-build disk --out DIR ...` makes the GPT raw disk image
-//!   `DIR/keelson.raw`, `DIR/version.json` and `DIR/boot/{vmlinuz,initramfs.img}`.
+//!   `DIR/keelson.raw`, `DIR/version.json` and
+//!   `DIR/boot/{vmlinuz,initramfs.img,rootfs.squashfs}`.
+//! - `image-build bundle --key K --version V --boot DIR --out FILE` signs
+//!   those three payloads into an upgrade bundle.
+//! - `image-build verify BUNDLE --pubkey KEY` checks a bundle offline.
 
+mod bundle;
 mod cache;
 mod cpio;
 mod debs;
@@ -49,7 +54,7 @@ enum Command {
         out: PathBuf,
     },
     /// Build the GPT raw disk image DIR/keelson.raw, DIR/version.json and
-    /// DIR/boot/{vmlinuz,initramfs.img}.
+    /// DIR/boot/{vmlinuz,initramfs.img,rootfs.squashfs}.
     Disk {
         /// Output directory.
         #[arg(long)]
@@ -80,6 +85,45 @@ enum Command {
         #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = DEFAULT_EPOCH)]
         source_date_epoch: u64,
     },
+    /// Sign DIR/{vmlinuz,initramfs.img,rootfs.squashfs} into an upgrade
+    /// bundle. DIR/../version.json, when present, must be of the same
+    /// version and files; its build id is used.
+    Bundle {
+        /// ed25519 private key, PKCS#8 PEM (`nodectl gen secrets` writes
+        /// upgrade-signing.key).
+        #[arg(long)]
+        key: PathBuf,
+        /// OS version of the payloads (digits and dots, optional -suffix).
+        #[arg(long)]
+        version: String,
+        /// Directory holding vmlinuz, initramfs.img and rootfs.squashfs.
+        #[arg(long)]
+        boot: PathBuf,
+        /// Refuse to upgrade nodes running an older version than this.
+        #[arg(long)]
+        min_upgrade_from: Option<String>,
+        /// Creation time recorded in the manifest (free text, e.g. an
+        /// RFC 3339 date). Default: none, so bundles are reproducible.
+        #[arg(long)]
+        created: Option<String>,
+        /// Bundle file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a bundle offline: signature, manifest, every payload hash.
+    /// Prints the manifest; exits non-zero with the reason if refused.
+    Verify {
+        /// The bundle file.
+        bundle: PathBuf,
+        /// Trusted public key: base64 of its 32 bytes, a PEM PUBLIC KEY, a
+        /// file holding either, or the PKCS#8 PEM private key file
+        /// (repeatable).
+        #[arg(long, required = true)]
+        pubkey: Vec<String>,
+        /// Also check that a node running this version may take the bundle.
+        #[arg(long)]
+        from: Option<String>,
+    },
 }
 
 /// 2024-01-01T00:00:00Z: the default timestamp of every file in an image.
@@ -104,9 +148,44 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let cache = cache::root()?;
     match cli.command {
+        Command::Bundle {
+            key,
+            version,
+            boot,
+            min_upgrade_from,
+            created,
+            out,
+        } => {
+            let started = std::time::Instant::now();
+            let m = bundle::bundle(&bundle::BundleRequest {
+                key,
+                version,
+                boot,
+                min_upgrade_from,
+                created,
+                out: out.clone(),
+            })?;
+            eprintln!(
+                "image-build: {} ready in {:.1} s (version {}, build {}, {} payload bytes)",
+                out.display(),
+                started.elapsed().as_secs_f64(),
+                m.os_version,
+                m.build_id,
+                m.payload_bytes()
+            );
+            Ok(())
+        }
+        Command::Verify {
+            bundle: file,
+            pubkey,
+            from,
+        } => {
+            print!("{}", bundle::verify(&file, &pubkey, from.as_deref())?);
+            Ok(())
+        }
         Command::Kubernetes { out } => {
+            let cache = cache::root()?;
             kubernetes::build(&cache, &out)?;
             Ok(())
         }
@@ -121,6 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             seed,
             source_date_epoch,
         } => {
+            let cache = cache::root()?;
             let started = std::time::Instant::now();
             let m = disk::build(&disk::Request {
                 out: out.clone(),
