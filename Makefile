@@ -15,7 +15,7 @@ TARGET := x86_64-unknown-linux-gnu
 NODE_BIN := target/$(TARGET)/release
 CONFIG ?=
 
-.PHONY: help deps node-binaries kube image demo test unit scenarios bench fuzz lint clean
+.PHONY: help deps node-binaries kube image bundle demo test unit scenarios bench fuzz lint clean
 
 help:
 	@echo "make demo   - build the image, boot a node in QEMU, show it healthy, shut it down"
@@ -45,7 +45,25 @@ kube: deps
 
 image: deps kube node-binaries
 	$(CARGO) run --locked -q -p image-build -- disk --out $(OUT) --node-bin $(NODE_BIN) \
-	  --kubernetes $(OUT)/kubernetes $(if $(CONFIG),--config $(CONFIG),)
+	  --kubernetes $(OUT)/kubernetes $(if $(CONFIG),--config $(CONFIG),) \
+	  $(if $(VERSION),--version $(VERSION),)
+
+# A signed upgrade bundle of the image: `make bundle VERSION=V KEY=FILE`
+# writes out/keelson-V.bundle (KEY: the PKCS#8 ed25519 key `nodectl gen
+# secrets` writes as upgrade-signing.key; MIN_UPGRADE_FROM=V optional).
+# VERSION is also the version of the image built for it.
+ifneq ($(filter bundle,$(MAKECMDGOALS)),)
+ifeq ($(VERSION),)
+$(error make bundle: set VERSION=V, the OS version the bundle installs)
+endif
+ifeq ($(KEY),)
+$(error make bundle: set KEY=FILE, the upgrade signing key (upgrade-signing.key))
+endif
+endif
+bundle: image
+	$(CARGO) run --locked -q -p image-build -- bundle --key $(KEY) --version $(VERSION) \
+	  --boot $(OUT)/boot --out $(OUT)/keelson-$(VERSION).bundle \
+	  $(if $(MIN_UPGRADE_FROM),--min-upgrade-from $(MIN_UPGRADE_FROM),)
 
 unit:
 	$(CARGO) test --workspace --locked

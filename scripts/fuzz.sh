@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Fuzz the machine config parser: runs every cargo-fuzz target in fuzz/ for
-# a bounded time each (FUZZ_SECONDS, default 60), and fails if one finds a
-# crash. Installs cargo-fuzz from crates.io when it is missing.
+# Fuzz the machine config parser and the upgrade bundle reader: runs every
+# cargo-fuzz target in fuzz/ for a bounded time each (FUZZ_SECONDS, default
+# 60), and fails if one finds a crash. Installs cargo-fuzz from crates.io
+# when it is missing.
 #
 # Stable Rust only: libFuzzer's coverage instrumentation is driven by
 # `-Cpasses=sancov-module` and friends, which cargo-fuzz passes with
 # unstable `-Z` flags; RUSTC_BOOTSTRAP=1 lets the stable compiler accept
 # them, and `--sanitizer none` avoids AddressSanitizer (a nightly-only
-# runtime). The parser is `#![forbid(unsafe)]`-clean Rust, so panics and
+# runtime). The parser and the reader are safe Rust, so panics and
 # timeouts are what we hunt; memory errors would need ASan.
 set -euo pipefail
 
@@ -21,9 +22,21 @@ fi
 
 export RUSTC_BOOTSTRAP=1
 for target in $(cargo fuzz list); do
-    # Seed the (git-ignored) corpus with the example configs.
+    # Seed the (git-ignored) corpus.
     mkdir -p "corpus/$target"
-    cp ../examples/*.yaml "corpus/$target/"
+    case "$target" in
+        parse_config) cp ../examples/*.yaml "corpus/$target/" ;;
+        read_bundle)
+            # Mode 2 of the target: a valid bundle (version "1.0", payloads of
+            # 11, 21 and 31 bytes, no mutation), so the run starts with the
+            # payload stages covered; mode 1: signed, truncated manifest JSON.
+            printf '\x02\x05\x0a\x14\x1e\x02\x00\x00\x00\x00\x01\x0a\x00%s' \
+                abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789 \
+                > "corpus/$target/seed-valid"
+            printf '\x01\x03\x20\x00{"format_version":1,"os_version":"1' \
+                > "corpus/$target/seed-json"
+            ;;
+    esac
     echo "fuzz.sh: $target for ${seconds}s" >&2
     # -timeout: one input taking more than 10 s is a finding (the parser's
     # budgets should make every input fast); -rss_limit_mb: memory blow-ups

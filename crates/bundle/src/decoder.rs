@@ -17,13 +17,24 @@ use crate::{
 
 /// Where verified payload bytes go (for a node: the inactive slot).
 ///
-/// For each payload the decoder calls `begin`, then `data` zero or more
+/// First, once, `verified` with the manifest whose signature checked out,
+/// before any payload: the place to refuse the bundle for the node's own
+/// reasons (e.g. [`Manifest::check_upgrade_from`]) before a byte is
+/// written. Then, for each payload, the decoder calls `begin`, then `data`
+/// zero or more
 /// times with consecutive bytes, then exactly one of `end` (all bytes
 /// received and the SHA-256 matches) or `abort` (anything went wrong after
 /// `begin`, whatever `begin` returned). `end` of the last payload does not
 /// mean the bundle is accepted: only [`Decoder::finish`] returning `Ok`
 /// does (trailing bytes may still follow).
 pub trait PayloadSink {
+    /// The signature verified and the manifest is valid; `signer` is the
+    /// id of the trusted key that signed. An error refuses the bundle
+    /// (returned as is by `push`). Default: accept.
+    fn verified(&mut self, manifest: &Manifest, signer: &str) -> Result<(), BundleError> {
+        let _ = (manifest, signer);
+        Ok(())
+    }
     /// A payload starts; `part` has its declared size and hash.
     fn begin(&mut self, part: &PayloadInfo) -> std::io::Result<()>;
     /// The next bytes of the payload (not yet hash-checked).
@@ -239,6 +250,9 @@ impl Decoder {
                     self.offset += n as u64;
                     if self.sig.len() == SIGNER_LEN + SIGNATURE_LEN {
                         self.verify()?;
+                        if let (Some(m), Some(signer)) = (&self.manifest, &self.signer) {
+                            sink.verified(m, signer)?;
+                        }
                         self.start_payload(0, sink)?;
                     }
                 }

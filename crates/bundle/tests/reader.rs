@@ -235,6 +235,39 @@ fn the_manifest_is_verified_before_any_payload_byte_reaches_the_sink() {
 }
 
 #[test]
+fn the_sink_can_refuse_a_verified_manifest_before_any_payload() {
+    struct TooOld(Recorder, Option<String>);
+    impl PayloadSink for TooOld {
+        fn verified(&mut self, m: &Manifest, signer: &str) -> Result<(), BundleError> {
+            self.1 = Some(signer.to_owned());
+            m.check_upgrade_from("0.9")
+        }
+        fn begin(&mut self, p: &PayloadInfo) -> std::io::Result<()> {
+            self.0.begin(p)
+        }
+        fn data(&mut self, p: &PayloadInfo, b: &[u8]) -> std::io::Result<()> {
+            self.0.data(p, b)
+        }
+        fn end(&mut self, p: &PayloadInfo) -> std::io::Result<()> {
+            self.0.end(p)
+        }
+        fn abort(&mut self, p: &PayloadInfo, r: &BundleError) {
+            self.0.abort(p, r)
+        }
+    }
+    let (b, _, _) = good_bundle();
+    let mut sink = TooOld(Recorder::default(), None);
+    let mut d = Decoder::new(trusted(&[&key()]), Limits::default());
+    let e = d.push(&b, &mut sink).unwrap_err();
+    assert!(
+        matches!(&e, BundleError::UpgradeFromTooOld { running, min } if running == "0.9" && min == "1.0"),
+        "{e}"
+    );
+    assert_eq!(sink.1, Some(key().key_id()));
+    assert!(sink.0.events.is_empty(), "{:?}", sink.0.events);
+}
+
+#[test]
 fn a_bundle_from_any_of_several_trusted_keys_is_accepted() {
     let (b, m, _) = good_bundle();
     let keys = trusted(&[&other_key(), &key()]);
