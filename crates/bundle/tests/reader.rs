@@ -208,6 +208,14 @@ fn a_written_bundle_reads_back_byte_for_byte() {
 }
 
 #[test]
+fn the_decoder_can_move_between_threads() {
+    // init drives it from an async task or a blocking thread.
+    fn is_send<T: Send + 'static>() {}
+    is_send::<Decoder>();
+    is_send::<BundleError>();
+}
+
+#[test]
 fn the_manifest_is_verified_before_any_payload_byte_reaches_the_sink() {
     let (b, m, _) = good_bundle();
     let h = header_len(&m);

@@ -179,7 +179,10 @@ pub fn trusted_keys(args: &[String]) -> anyhow::Result<::bundle::TrustedKeys> {
                 keys.push(text.trim().to_owned());
             }
         } else {
-            keys.push(arg.trim().to_owned());
+            let key = arg.trim().to_owned();
+            ::bundle::TrustedKeys::from_base64(std::slice::from_ref(&key))
+                .with_context(|| format!("--pubkey {arg:?} is neither a file nor a public key"))?;
+            keys.push(key);
         }
     }
     Ok(::bundle::TrustedKeys::from_base64(&keys)?)
@@ -343,6 +346,16 @@ mod tests {
             "{msg}"
         );
         assert!(verify(&req.out, &[], None).is_err());
+        let e = verify(
+            &req.out,
+            &[f.path("no-such.pub").display().to_string()],
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("neither a file nor a public key"),
+            "{e:#}"
+        );
     }
 
     #[test]
