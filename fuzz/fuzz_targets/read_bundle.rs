@@ -101,7 +101,10 @@ fn check(bytes: &[u8], seed: u8) -> Result<Manifest, String> {
     let (whole, whole_sink) = decode(bytes, 0);
     let (split, split_sink) = decode(bytes, seed);
     assert_eq!(whole, split, "the outcome depends on chunking");
-    assert_eq!(whole_sink.events, split_sink.events, "sink calls depend on chunking");
+    assert_eq!(
+        whole_sink.events, split_sink.events,
+        "sink calls depend on chunking"
+    );
     let mut open = None;
     for e in &whole_sink.events {
         match e {
