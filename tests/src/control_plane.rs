@@ -597,6 +597,19 @@ impl ControlPlane {
     }
 
     /// Stops every component (scheduler first, etcd last).
+    /// Stops one component (`kube-apiserver`, ...), leaving the others
+    /// running: a scenario's way to make the API server unreachable.
+    pub fn stop_component(&mut self, name: &str) -> bool {
+        match self.components.iter().position(|c| c.name() == name) {
+            Some(i) => {
+                let mut child = self.components.remove(i);
+                child.stop(Duration::from_secs(10));
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn stop(&mut self) {
         while let Some(mut child) = self.components.pop() {
             child.stop(Duration::from_secs(10));

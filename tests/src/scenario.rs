@@ -294,6 +294,8 @@ kind: Pod
 metadata:
   name: {name}
   namespace: default
+  labels:
+    app: {name}
 spec:
   nodeName: {node}
   automountServiceAccountToken: false
@@ -320,6 +322,56 @@ pub fn test_pod_yaml(name: &str, node: &str) -> String {
         5,
         None,
         "trap 'exit 0' TERM; echo keelson-pod-started; while true; do sleep 1; done",
+    )
+}
+
+/// A Deployment of `replicas` busybox pods labelled `app: NAME` that exit
+/// on SIGTERM, placed by the scheduler (so a cordoned node gets none), with
+/// a PodDisruptionBudget keeping `min_available` of them.
+pub fn deployment_with_budget_yaml(name: &str, replicas: u32, min_available: u32) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: main
+        image: keelson.local/busybox:1
+        imagePullPolicy: Never
+        command: ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+---
+apiVersion: policy/v1beta1
+kind: PodDisruptionBudget
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  minAvailable: {min_available}
+  selector:
+    matchLabels:
+      app: {name}
+"#
+    )
+}
+
+/// A PodDisruptionBudget that allows no eviction of the pods labelled
+/// `app: NAME` (the pod builders here label each pod with its name).
+pub fn no_disruption_budget_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  maxUnavailable: 0\n  selector:\n    matchLabels:\n      app: {name}\n"
     )
 }
 

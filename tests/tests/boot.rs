@@ -9,7 +9,12 @@
 //! reset while a pod writes under /var (the next boot repairs and reports
 //! it), and the power button with a pod that ignores SIGTERM (powered off
 //! within the deadline, the forcing recorded, every ext4 partition clean,
-//! the writer's synced lines on disk).
+//! the writer's synced lines on disk). And the Kubernetes half of those
+//! ends (issue 9): given a drain identity made from `nodectl gen
+//! drain-role`, the reboot cordons the node, evicts what the
+//! PodDisruptionBudgets allow, reports what it left, and the next boot
+//! uncordons it; with the API server down, the power button's drain is
+//! skipped within its bound and says why.
 //!
 //! Ignored by default; `make test` runs it with `--ignored
 //! --test-threads=1`. It fails (never skips) when `out/keelson.raw` or the
@@ -24,7 +29,8 @@ use std::time::Duration;
 use keelson_tests::disk;
 use keelson_tests::nodectl::{json, strings, Nodectl, Operator};
 use keelson_tests::scenario::{
-    markers, stubborn_pod_yaml, test_pod_yaml, writer_pod_yaml, Cluster,
+    deployment_with_budget_yaml, markers, no_disruption_budget_yaml, stubborn_pod_yaml,
+    test_pod_yaml, writer_pod_yaml, Cluster,
 };
 use machine_config::prerequisites::{effective_modules, effective_sysctls};
 use regex::Regex;
@@ -36,6 +42,8 @@ const STAGE1_PHASE: &str = "mount-root";
 const STAGE2_PHASES: &[&str] = &["load-config", "containerd", "kubelet"];
 /// The shutdown deadline the scenario's config sets.
 const TOTAL: Duration = Duration::from_secs(120);
+/// The drain timeout the scenario gives the node (the left pods wait it out).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The pod writing to a hostPath under /var.
 const WRITER: &str = "writer";
 /// init's line once the ordered shutdown is done.
@@ -225,7 +233,106 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
         lines_written(&nodectl) > 5
     });
 
-    // (a) nodectl reboot: ordered, the node comes back, the report says so.
+    // Issue 9: a drain identity, given the way an operator would: the
+    // role `nodectl gen drain-role` prints, its token in the config's
+    // kubernetes section, applied live. Then a Deployment of two whose
+    // budget keeps one, and a budget that keeps the writer.
+    let role = nodectl.run(None, &["gen", "drain-role", "--node", NODE]);
+    assert_eq!(role.code, 0, "{role:?}");
+    cluster.cp.create(&role.stdout).unwrap();
+    let token = {
+        let mut token = String::new();
+        wait_until("the drain token", Duration::from_secs(60), || {
+            token = cluster
+                .cp
+                .kubectl(&[
+                    "-n",
+                    "kube-system",
+                    "get",
+                    "secret",
+                    "keelson-drain-token",
+                    "-o",
+                    "jsonpath={.data.token}",
+                ])
+                .unwrap_or_default();
+            !token.trim().is_empty()
+        });
+        use base64::Engine as _;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(token.trim())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let mut with_drain = cluster.config.clone();
+    with_drain.kubernetes = Some(machine_config::schema::Kubernetes {
+        endpoint: None,
+        ca_cert: None,
+        token: Some(token),
+        kubeconfig: None,
+        drain_timeout: machine_config::Duration(DRAIN_TIMEOUT),
+    });
+    let drain_config = host.path().join("with-drain.yaml");
+    std::fs::write(&drain_config, machine_config::to_yaml(&with_drain).unwrap()).unwrap();
+    nodectl.ok(
+        &admin,
+        &[
+            "apply-config",
+            "-f",
+            drain_config.to_str().unwrap(),
+            "--mode",
+            "no-reboot",
+        ],
+    );
+    cluster
+        .cp
+        .create(&deployment_with_budget_yaml("web", 2, 1))
+        .unwrap();
+    cluster
+        .cp
+        .create(&no_disruption_budget_yaml(WRITER))
+        .unwrap();
+    let web_running = |cluster: &Cluster| -> usize {
+        cluster
+            .cp
+            .kubectl(&[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[*].status.phase}",
+            ])
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter(|p| *p == "Running")
+            .count()
+    };
+    wait_until("two web pods run", Duration::from_secs(180), || {
+        web_running(&cluster) == 2
+    });
+    wait_until(
+        "the budgets are computed by the disruption controller",
+        Duration::from_secs(60),
+        || {
+            cluster
+                .cp
+                .kubectl(&[
+                    "get",
+                    "pdb",
+                    "-o",
+                    "jsonpath={.items[*].status.disruptionsAllowed}",
+                ])
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                == ["1", "0"]
+        },
+    );
+
+    // (a) nodectl reboot: ordered, drained, the node comes back, the
+    // report says so, and the node is schedulable again.
     nodectl.ok(&admin, &["reboot"]);
     let done = cluster
         .vm
@@ -244,6 +351,64 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
     ));
     eprintln!("last-shutdown after the reboot: {last}");
     assert!(strings(&last).contains("api:reboot"), "{last}");
+    let drain = find_key(&last, "drain").unwrap_or_else(|| panic!("no drain report: {last}"));
+    assert_eq!(drain["outcome"], "timed-out", "{drain}");
+    assert_eq!(drain["cordonedByUs"], true, "{drain}");
+    let evicted: Vec<&str> = drain["evicted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(evicted.contains(&"default/sleeper"), "{drain}");
+    assert_eq!(
+        evicted
+            .iter()
+            .filter(|p| p.starts_with("default/web-"))
+            .count(),
+        1,
+        "the budget allows one web eviction: {drain}"
+    );
+    let left: Vec<(String, String)> = drain["left"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["pod"].as_str().unwrap().to_string(),
+                n["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        left.len(),
+        2,
+        "one web pod and the writer are left: {drain}"
+    );
+    for (pod, reason) in &left {
+        assert!(
+            (pod.starts_with("default/web-") || pod == "default/writer")
+                && reason.contains("disruption budget"),
+            "{pod}: {reason}"
+        );
+    }
+    // The next boot undoes the cordon once kubelet is back and the node is
+    // Ready; the web replica that waited (Pending) is scheduled again.
+    cluster
+        .vm
+        .wait_for_line(
+            r"keelson: uncordon done outcome=ok",
+            Duration::from_secs(240),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let unschedulable = cluster
+        .cp
+        .kubectl(&["get", "node", NODE, "-o", "jsonpath={.spec.unschedulable}"])
+        .unwrap();
+    assert_eq!(unschedulable.trim(), "", "the node is schedulable again");
+    wait_until("two web pods run again", Duration::from_secs(180), || {
+        web_running(&cluster) == 2
+    });
     assert_eq!(
         find_key(&last, "previous_clean"),
         Some(&serde_json::Value::Bool(true)),
@@ -311,6 +476,9 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
         .wait_pod_running("stubborn", Duration::from_secs(180))
         .unwrap_or_else(|e| panic!("{e}"));
     let synced_before = lines_written(&nodectl);
+    // The API server goes away first: the drain cannot run and must not
+    // hold the power-off up for longer than its API wait.
+    assert!(cluster.cp.stop_component("kube-apiserver"));
     let (clean, took) = cluster.power_off(TOTAL + Duration::from_secs(60)).unwrap();
     eprintln!(
         "power button: powered off={clean} after {:.1}s",
@@ -333,6 +501,21 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
     let report = json(&String::from_utf8_lossy(&report));
     eprintln!("shutdown report: {report}");
     assert!(strings(&report).contains("power-button"), "{report}");
+    let drain_step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "drain")
+        .unwrap_or_else(|| panic!("no drain step: {report}"))
+        .clone();
+    assert_eq!(drain_step["outcome"], "skipped", "{drain_step}");
+    assert!(
+        drain_step["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "the report says why: {drain_step}"
+    );
     assert!(
         strings(&report).contains("forced"),
         "the hung pod was forced: {report}"

@@ -319,8 +319,14 @@ fn load_config(state: &mut BootState) -> Option<MachineConfig> {
     }
 }
 
-/// Remounts STATE read-write for `f`, then read-only again.
+/// Remounts STATE read-write for `f`, then read-only again. Callers on
+/// different tasks (config store, drain record, shutdown report) are
+/// serialised, so one never remounts read-only under another's write.
 pub fn with_state_writable<T>(f: impl FnOnce() -> T) -> Result<T, MountError> {
+    static STATE_WRITERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = STATE_WRITERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     mounts::remount(Path::new(STATE_MOUNT), false)?;
     let out = f();
     nix::unistd::sync();
@@ -423,25 +429,35 @@ async fn serve(
     let req = tokio::select! {
         () = button => {
             node.mark_shutting_down();
-            ShutdownRequest { cause: "power-button".to_string(), ending: Ending::PowerOff, force: false }
+            ShutdownRequest { cause: "power-button".to_string(), ending: Ending::PowerOff, force: false, drain: Default::default() }
         }
         s = &mut signal => {
             let (cause, ending) = s?;
             node.mark_shutting_down();
-            ShutdownRequest { cause: cause.to_string(), ending, force: false }
+            ShutdownRequest { cause: cause.to_string(), ending, force: false, drain: Default::default() }
         }
         r = requests.recv() => r.unwrap_or(ShutdownRequest {
             cause: "shutdown channel closed".to_string(),
             ending: Ending::Reboot,
             force: false,
+            drain: Default::default(),
         }),
     };
-    let deadlines = node
-        .config()
+    let config = node.config();
+    let deadlines = config
         .as_deref()
         .map(Deadlines::from_config)
         .unwrap_or_default();
-    let mut plan = shutdown::Plan::new(req.cause.clone(), req.ending, deadlines).force(req.force);
+    let drain = match config.as_deref() {
+        Some(cfg) => {
+            let name = machine_config::render::kubelet::node_name(cfg, &node.facts()).to_string();
+            shutdown::DrainStep::decide(Some(cfg), &name, req.drain)
+        }
+        None => shutdown::DrainStep::decide(None, "", req.drain),
+    };
+    let mut plan = shutdown::Plan::new(req.cause.clone(), req.ending, deadlines)
+        .force(req.force)
+        .drain(drain, Some(node.events.clone()));
     if let Some(hook) = node.network_stop_hook() {
         plan = plan.before_links_down(hook);
     }

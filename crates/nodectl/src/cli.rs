@@ -340,9 +340,16 @@ pub struct EventsArgs {
 /// `nodectl reboot` / `nodectl shutdown`
 #[derive(Debug, Args)]
 pub struct PowerArgs {
-    /// Skip the waits of the ordered sequence.
+    /// Skip the waits of the ordered sequence (and the drain).
     #[arg(long)]
     pub force: bool,
+    /// Do not cordon and drain the node through the Kubernetes API first.
+    #[arg(long, conflicts_with = "drain_timeout")]
+    pub no_drain: bool,
+    /// Bound of the drain for this call instead of the config's
+    /// `kubernetes.drainTimeout` (`0s` disables it).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
 }
 
 /// `nodectl config validate`
@@ -396,6 +403,24 @@ pub enum GenCommand {
     /// the node certificate template, the upgrade-signing key pair and a
     /// contexts file (nodectl.yaml) into a directory.
     Secrets(GenSecretsArgs),
+    /// Print the Kubernetes ServiceAccount, token Secret and ClusterRole a
+    /// node drains itself with on shutdown (for `kubernetes.token`).
+    DrainRole(GenDrainRoleArgs),
+}
+
+/// `nodectl gen drain-role`
+#[derive(Debug, Args)]
+pub struct GenDrainRoleArgs {
+    /// Name of the ServiceAccount, ClusterRole and binding.
+    #[arg(long, default_value = "keelson-drain")]
+    pub name: String,
+    /// Namespace of the ServiceAccount and its token Secret.
+    #[arg(long, default_value = "kube-system")]
+    pub namespace: String,
+    /// Restrict getting and patching nodes to this node (repeatable);
+    /// without it the role may cordon any node.
+    #[arg(long = "node", value_name = "NAME")]
+    pub nodes: Vec<String>,
 }
 
 /// `nodectl gen config`

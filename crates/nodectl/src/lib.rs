@@ -5,6 +5,7 @@
 //! - [`secrets`]: the machine API's CA, client and node certificates, the
 //!   upgrade-signing key (pure generation, no I/O);
 //! - [`secrets_dir`]: the directory `nodectl gen secrets` writes;
+//! - [`drain_role`]: the Kubernetes RBAC of a node's drain identity;
 //! - [`contexts`]: the contexts file (endpoints and credentials, like a
 //!   kubeconfig) that API commands connect with;
 //! - [`output`]: `-o table|json|yaml` printing;
@@ -15,6 +16,7 @@
 pub mod cli;
 pub mod commands;
 pub mod contexts;
+pub mod drain_role;
 pub mod files;
 pub mod output;
 pub mod remote;

@@ -624,6 +624,10 @@ impl MachineService {
     ) -> Result<Response<PowerResponse>, Status> {
         let who = caller(&req);
         let force = req.get_ref().force;
+        let drain = crate::shutdown::DrainOverride {
+            no_drain: req.get_ref().no_drain,
+            timeout: req.get_ref().drain_timeout_ms.map(Duration::from_millis),
+        };
         let cause = format!("{what} by {who}");
         let node = self.node.clone();
         if node.shutting_down() {
@@ -634,6 +638,7 @@ impl MachineService {
             cause: cause.clone(),
             ending,
             force,
+            drain,
         };
         after_reply(async move {
             node.request_shutdown(req);

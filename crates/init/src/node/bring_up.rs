@@ -95,6 +95,7 @@ pub async fn start_services(node: &NodeCtl, cfg: Arc<MachineConfig>) {
         "init rss_kib={}",
         crate::stage2::rss_kib().unwrap_or(0)
     ));
+    tokio::spawn(super::uncordon::after_boot(node.clone(), cfg));
 }
 
 /// Maintenance mode: DHCP on every Ethernet interface with a device behind

@@ -319,6 +319,7 @@ impl NodeCtl {
                 cause,
                 ending: Ending::Reboot,
                 force: false,
+                drain: Default::default(),
             });
         });
     }

@@ -8,6 +8,7 @@
 mod bring_up;
 mod config_apply;
 mod reconfigure;
+mod uncordon;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +35,8 @@ pub struct ShutdownRequest {
     pub ending: Ending,
     /// Skip the waits (SIGKILL at once).
     pub force: bool,
+    /// The caller's say over step 2 (drain).
+    pub drain: crate::shutdown::DrainOverride,
 }
 
 /// The shared node; cheap to clone.

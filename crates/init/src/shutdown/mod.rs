@@ -5,8 +5,10 @@
 //! bound). The sequence, as [`run`] does it:
 //!
 //! 1. (the caller refuses new mutating calls) the cause is recorded;
-//! 2. `drain`: cordon and drain through the Kubernetes API; a later issue,
-//!    recorded as skipped;
+//! 2. `drain`: cordon and drain through the Kubernetes API (`keelson-drain`,
+//!    see [`drain`]), bounded by its own timeout (the config's
+//!    `kubernetes.drainTimeout` or the caller's); the total deadline starts
+//!    after it;
 //! 3. `kubelet`: SIGTERM, bounded wait, SIGKILL (through the supervisor);
 //! 4. `pods`: every running container (graceful, in parallel) and every
 //!    pod sandbox (CNI teardown) through CRI while the network is up;
@@ -32,6 +34,7 @@
 //! done took_ms=<n> forced=<bool>`.
 
 mod bounded;
+pub mod drain;
 mod pods;
 mod processes;
 pub mod report;
@@ -46,7 +49,10 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::reboot::RebootMode;
 use serde::{Deserialize, Serialize};
 
+pub use drain::{DrainOverride, DrainStep};
 pub use report::{Outcome, ShutdownReport, StepRecord};
+
+use crate::events::EventBus;
 
 use crate::stage2::STATE_MOUNT;
 use crate::supervisor::{StopKind, Supervisor, SupervisorError};
@@ -146,6 +152,10 @@ pub struct Plan {
     pub cri_socket: PathBuf,
     /// The image version recorded in the report.
     pub version: String,
+    /// Step 2: drain, or why not.
+    pub drain: DrainStep,
+    /// Where drain progress is published (`nodectl events`).
+    pub events: Option<EventBus>,
 }
 
 impl Plan {
@@ -160,7 +170,16 @@ impl Plan {
             state_mount: PathBuf::from(STATE_MOUNT),
             cri_socket: PathBuf::from(crate::cri::CONTAINERD_SOCKET),
             version: crate::stage2::version(),
+            drain: DrainStep::Skip("no Kubernetes access configured".into()),
+            events: None,
         }
+    }
+
+    /// Sets step 2 and where its progress is published.
+    pub fn drain(mut self, step: DrainStep, events: Option<EventBus>) -> Plan {
+        self.drain = step;
+        self.events = events;
+        self
     }
 
     /// Sets `force`.
@@ -249,6 +268,7 @@ struct Meta {
     start: Instant,
     version: String,
     state_mount: PathBuf,
+    drain: Option<::drain::protocol::Report>,
 }
 
 impl Meta {
@@ -269,6 +289,7 @@ impl Meta {
             start: Instant::now(),
             version,
             state_mount: state.to_path_buf(),
+            drain: None,
         }
     }
 
@@ -284,6 +305,7 @@ impl Meta {
             force: self.force,
             version: self.version.clone(),
             boot_id: report::boot_id(),
+            drain: self.drain.clone(),
         }
     }
 }
@@ -300,9 +322,26 @@ pub async fn run(supervisor: Option<&Supervisor>, plan: Plan) -> ShutdownReport 
         state_mount,
         cri_socket,
         version,
+        drain,
+        events,
     } = plan;
-    let meta = Meta::new(&cause, ending, force, version, &state_mount);
-    let end = meta.start + d.total;
+    let mut meta = Meta::new(&cause, ending, force, version, &state_mount);
+    let mut rec = Recorder::default();
+
+    // Step 2 has its own bound; the total deadline covers what follows.
+    match (force, drain, supervisor) {
+        (true, _, _) => rec.skip("drain", "force: no cordon, no eviction"),
+        (false, DrainStep::Skip(why), _) => rec.skip("drain", &why),
+        (false, DrainStep::Run { .. }, None) => rec.skip("drain", "no supervisor to run it"),
+        (false, DrainStep::Run { request, timeout }, Some(sup)) => {
+            let t = Instant::now();
+            let r = drain::run(sup, events.as_ref(), &request, timeout).await;
+            rec.push("drain", t.elapsed(), r.outcome, r.detail);
+            meta.drain = r.report;
+        }
+    }
+
+    let end = Instant::now() + d.total;
     // Time kept for the network, unmount, sync and report steps.
     let tail = (NETWORK_BOUND + d.unmount + SYNC_BOUND + STATE_BOUND).min(d.total / 2);
     let soft_end = end - tail;
@@ -314,9 +353,6 @@ pub async fn run(supervisor: Option<&Supervisor>, plan: Plan) -> ShutdownReport 
             configured.min(soft_left())
         }
     };
-    let mut rec = Recorder::default();
-
-    rec.skip("drain", "cordon and drain are not implemented yet");
 
     let w = wait(d.kubelet);
     rec.step(

@@ -120,6 +120,9 @@ pub struct ShutdownReport {
     pub version: String,
     /// The kernel's boot id of the boot that shut down.
     pub boot_id: String,
+    /// What the drain step did, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<drain::protocol::Report>,
 }
 
 impl ShutdownReport {
@@ -154,7 +157,28 @@ impl From<&ShutdownReport> for api::v1::ShutdownReport {
             remounted_read_only: r.remounted_read_only.clone(),
             forced: r.forced,
             version: r.version.clone(),
+            drain: r.drain.as_ref().map(drain_to_api),
         }
+    }
+}
+
+fn drain_to_api(r: &drain::protocol::Report) -> api::v1::DrainReport {
+    let notes = |v: &[drain::protocol::PodNote]| {
+        v.iter()
+            .map(|n| api::v1::PodNote {
+                pod: n.pod.clone(),
+                reason: n.reason.clone(),
+            })
+            .collect()
+    };
+    api::v1::DrainReport {
+        outcome: r.outcome.as_str().to_string(),
+        reason: r.reason.clone().unwrap_or_default(),
+        cordoned_by_us: r.cordoned_by_us,
+        evicted: r.evicted.clone(),
+        left: notes(&r.left),
+        skipped: notes(&r.skipped),
+        took_ms: r.took_ms,
     }
 }
 
@@ -198,7 +222,7 @@ pub fn boot_id() -> String {
 
 /// Writes `bytes` to `path` atomically: `<path>.tmp`, fsync, rename, fsync
 /// of the directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let mut tmp_name = path.as_os_str().to_os_string();
     tmp_name.push(".tmp");
@@ -260,7 +284,7 @@ pub enum Previous {
     /// No boot ran on this disk before (no boot marker).
     FirstBoot,
     /// The previous boot ended with an ordered shutdown; its report.
-    Reported(ShutdownReport),
+    Reported(Box<ShutdownReport>),
     /// The previous boot left no report: it ended without an ordered
     /// shutdown. `boot_id` is its id when known; `unreadable` says why a
     /// report that was there could not be read.
@@ -300,7 +324,7 @@ pub fn consume(state_dir: &Path, boot_id: &str) -> Result<Previous, ReportError>
     let outcome = match read_report(&last) {
         Ok(Some(report)) => {
             fs::rename(&last, &previous).map_err(io("renaming to", &previous))?;
-            Previous::Reported(report)
+            Previous::Reported(Box::new(report))
         }
         read => {
             let unreadable = match read {
@@ -460,6 +484,7 @@ mod tests {
             force: false,
             version: "0.1.0".into(),
             boot_id: "b-1".into(),
+            drain: None,
         }
     }
 
@@ -585,7 +610,7 @@ mod tests {
 
         // A report and clean journals: clean, with the forced step and the
         // read-only remount listed.
-        let a = previous_shutdown(&Previous::Reported(sample()), &clean_fsck);
+        let a = previous_shutdown(&Previous::Reported(Box::new(sample())), &clean_fsck);
         assert!(a.previous_clean && a.found);
         assert_eq!(a.report.as_ref().unwrap().cause, "api:reboot");
         assert_eq!(a.boot_findings.len(), 2, "{:?}", a.boot_findings);
@@ -608,7 +633,7 @@ mod tests {
             fsck("STATE", false, FsckOutcome::Clean, 0),
             fsck("VAR", true, FsckOutcome::Corrected, 1),
         ];
-        let a = previous_shutdown(&Previous::Reported(sample()), &dirty);
+        let a = previous_shutdown(&Previous::Reported(Box::new(sample())), &dirty);
         assert!(!a.previous_clean && a.found);
         let var: Vec<&String> = a
             .boot_findings

@@ -111,6 +111,7 @@ mod tests {
             forced: false,
             version: "v".into(),
             boot_id: "b".into(),
+            drain: None,
         }
     }
 

@@ -385,7 +385,19 @@ impl Supervisor {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        oneshot::run(&self.inner.registry, &argv, &env, timeout).await
+        oneshot::run(&self.inner.registry, &argv, &env, timeout, None).await
+    }
+
+    /// Like [`Supervisor::run_oneshot`], and every stdout line is also sent
+    /// to `lines` as it is printed (for progress a caller shows live).
+    pub async fn run_oneshot_streaming(
+        &self,
+        argv: &[&str],
+        timeout: Duration,
+        lines: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<Output, OneshotError> {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        oneshot::run(&self.inner.registry, &argv, &[], timeout, Some(lines)).await
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::error::OneshotError;
 use super::reaper::{Registry, Spawned};
@@ -42,11 +43,13 @@ impl Output {
 /// Runs `argv` with exactly `env`, cwd `/`, stdin from /dev/null, in its own
 /// process group; returns its status and output, or kills the group after
 /// `timeout`.
+/// With `lines`, every complete stdout line is also sent there as it comes.
 pub(crate) async fn run(
     registry: &Registry,
     argv: &[String],
     env: &[(String, String)],
     timeout: Duration,
+    lines: Option<UnboundedSender<String>>,
 ) -> Result<Output, OneshotError> {
     let program = argv.first().ok_or(OneshotError::EmptyArgv)?.clone();
     let Spawned {
@@ -60,8 +63,8 @@ pub(crate) async fn run(
             program: program.clone(),
             source,
         })?;
-    let stdout = Capture::start(stdout);
-    let stderr = Capture::start(stderr);
+    let stdout = Capture::start(stdout, lines);
+    let stderr = Capture::start(stderr, None);
 
     let status = match tokio::time::timeout(timeout, &mut exit).await {
         Ok(Ok(status)) => status,
@@ -99,9 +102,9 @@ struct Capture {
 }
 
 impl Capture {
-    fn start(fd: Option<OwnedFd>) -> Self {
+    fn start(fd: Option<OwnedFd>, lines: Option<UnboundedSender<String>>) -> Self {
         let buf = Arc::new(Mutex::new(Vec::new()));
-        let task = fd.map(|fd| tokio::spawn(read_into(fd, buf.clone())));
+        let task = fd.map(|fd| tokio::spawn(read_into(fd, buf.clone(), lines)));
         Self { buf, task }
     }
 
@@ -115,18 +118,32 @@ impl Capture {
     }
 }
 
-async fn read_into(fd: OwnedFd, buf: Arc<Mutex<Vec<u8>>>) {
+async fn read_into(fd: OwnedFd, buf: Arc<Mutex<Vec<u8>>>, lines: Option<UnboundedSender<String>>) {
     let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         return;
     };
     let mut chunk = vec![0u8; 16 * 1024];
+    // The unfinished last line, for `lines` (bounded like the capture).
+    let mut partial: Vec<u8> = Vec::new();
     loop {
         match pipe.read(&mut chunk).await {
             Ok(0) => return,
             Ok(n) => {
-                let mut buf = buf.lock().unwrap_or_else(PoisonError::into_inner);
-                let room = CAPTURE_MAX.saturating_sub(buf.len());
-                buf.extend_from_slice(&chunk[..n.min(room)]);
+                {
+                    let mut buf = buf.lock().unwrap_or_else(PoisonError::into_inner);
+                    let room = CAPTURE_MAX.saturating_sub(buf.len());
+                    buf.extend_from_slice(&chunk[..n.min(room)]);
+                }
+                if let Some(tx) = &lines {
+                    for &b in &chunk[..n] {
+                        if b == b'\n' {
+                            let _ = tx.send(String::from_utf8_lossy(&partial).into_owned());
+                            partial.clear();
+                        } else if partial.len() < CAPTURE_MAX {
+                            partial.push(b);
+                        }
+                    }
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return,

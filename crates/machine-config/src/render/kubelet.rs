@@ -365,6 +365,16 @@ fn foreign_ca(text: &str) -> Result<Option<CaSource<'static>>, RenderError> {
     Ok(first.cluster.certificate_authority.map(CaSource::Path))
 }
 
+/// The node object's name: the hostname the network gave, else the
+/// config's (kubelet's `--hostname-override`, and what a drain cordons).
+pub fn node_name<'a>(cfg: &'a MachineConfig, facts: &'a NodeFacts) -> &'a str {
+    if facts.hostname.is_empty() {
+        &cfg.machine.hostname
+    } else {
+        &facts.hostname
+    }
+}
+
 /// The command line, in this order: config, kubeconfig (when connected),
 /// runtime endpoints, identity (hostname, node IP when known),
 /// directories, labels, taints, then `extraArgs` sorted by flag.
@@ -378,12 +388,7 @@ fn args(cfg: &MachineConfig, facts: &NodeFacts, connected: bool) -> Vec<String> 
     out.push("--container-runtime=remote".into());
     out.push(format!("--container-runtime-endpoint={endpoint}"));
     out.push(format!("--image-service-endpoint={endpoint}"));
-    let hostname = if facts.hostname.is_empty() {
-        &cfg.machine.hostname
-    } else {
-        &facts.hostname
-    };
-    out.push(format!("--hostname-override={hostname}"));
+    out.push(format!("--hostname-override={}", node_name(cfg, facts)));
     if let Some(ip) = node_ip(cfg, facts) {
         out.push(format!("--node-ip={ip}"));
     }

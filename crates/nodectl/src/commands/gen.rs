@@ -1,5 +1,6 @@
-//! `nodectl gen secrets` and `nodectl gen config`: a cluster's key material
-//! and a node's commented starting config.
+//! `nodectl gen secrets`, `gen config` and `gen drain-role`: a cluster's key
+//! material, a node's commented starting config, and the Kubernetes role a
+//! node drains itself with.
 //!
 //! `gen config` validates what it generated with the machine-config crate
 //! before printing it: when the flags make an invalid config (a bad
@@ -11,7 +12,7 @@ use std::path::Path;
 
 use machine_config::Cidr;
 
-use crate::cli::{GenCommand, GenConfigArgs, GenSecretsArgs};
+use crate::cli::{GenCommand, GenConfigArgs, GenDrainRoleArgs, GenSecretsArgs};
 use crate::commands::{emit, CliError, Status};
 use crate::files;
 use crate::output::{render_machine, OutputFormat, Table};
@@ -23,7 +24,20 @@ pub fn run(cmd: GenCommand, format: OutputFormat) -> Result<Status, CliError> {
     match cmd {
         GenCommand::Secrets(args) => secrets(&args, format),
         GenCommand::Config(args) => config(&args),
+        GenCommand::DrainRole(args) => drain_role(&args),
     }
+}
+
+fn drain_role(args: &GenDrainRoleArgs) -> Result<Status, CliError> {
+    print!(
+        "{}",
+        crate::drain_role::render(&crate::drain_role::DrainRole {
+            name: args.name.clone(),
+            namespace: args.namespace.clone(),
+            nodes: args.nodes.clone(),
+        })
+    );
+    Ok(Status::Success)
 }
 
 impl From<SecretsDirError> for CliError {

@@ -441,6 +441,50 @@ struct ShutdownReportView {
     version: String,
     steps: Vec<StepView>,
     remounted_read_only: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drain: Option<DrainView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodNoteView {
+    pod: String,
+    reason: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DrainView {
+    outcome: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    reason: String,
+    cordoned_by_us: bool,
+    evicted: Vec<String>,
+    left: Vec<PodNoteView>,
+    skipped: Vec<PodNoteView>,
+    took_ms: u64,
+}
+
+impl From<pb::DrainReport> for DrainView {
+    fn from(d: pb::DrainReport) -> Self {
+        let notes = |v: Vec<pb::PodNote>| {
+            v.into_iter()
+                .map(|n| PodNoteView {
+                    pod: n.pod,
+                    reason: n.reason,
+                })
+                .collect()
+        };
+        DrainView {
+            outcome: d.outcome,
+            reason: d.reason,
+            cordoned_by_us: d.cordoned_by_us,
+            evicted: d.evicted,
+            left: notes(d.left),
+            skipped: notes(d.skipped),
+            took_ms: d.took_ms,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -476,6 +520,7 @@ impl From<pb::LastShutdownResponse> for LastShutdownView {
                     })
                     .collect(),
                 remounted_read_only: s.remounted_read_only,
+                drain: s.drain.map(DrainView::from),
             }),
             boot_findings: r.boot_findings,
         }
@@ -507,6 +552,29 @@ fn last_shutdown_table(v: &LastShutdownView) -> String {
             out.push_str(&t.to_string());
             for m in &r.remounted_read_only {
                 out.push_str(&format!("remounted read-only: {m}\n"));
+            }
+            if let Some(d) = &r.drain {
+                out.push_str(&format!(
+                    "drain: {} in {} ms{}{}\n",
+                    d.outcome,
+                    d.took_ms,
+                    if d.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", d.reason)
+                    },
+                    if d.cordoned_by_us {
+                        ", cordoned by keelson"
+                    } else {
+                        ""
+                    }
+                ));
+                for p in &d.evicted {
+                    out.push_str(&format!("  evicted {p}\n"));
+                }
+                for n in &d.left {
+                    out.push_str(&format!("  left {} ({})\n", n.pod, n.reason));
+                }
             }
         }
         None => out.push_str("previous shutdown: no report found\n"),
@@ -680,7 +748,7 @@ pub fn mounts(connect: &ConnectArgs, format: OutputFormat) -> Result<Status, Cli
     )
 }
 
-/// `nodectl reboot|shutdown [--force]`
+/// `nodectl reboot|shutdown [--force] [--no-drain | --drain-timeout D]`
 pub fn power(
     connect: &ConnectArgs,
     format: OutputFormat,
@@ -688,9 +756,15 @@ pub fn power(
     reboot: bool,
 ) -> Result<Status, CliError> {
     let force = args.force;
+    let no_drain = args.no_drain;
+    let drain_timeout_ms = args.drain_timeout.map(|d| d.as_millis() as u64);
     let table = |m: &MessageView| format!("{}\n", m.message);
     unary!(connect, format, table, [], |c| async move {
-        let req = pb::PowerRequest { force };
+        let req = pb::PowerRequest {
+            force,
+            no_drain,
+            drain_timeout_ms,
+        };
         let r = if reboot {
             c.reboot(req).await?
         } else {
