@@ -44,18 +44,22 @@ pub const GRUB_MODULES: &[&str] = &[
 ];
 
 /// grub.cfg: serial console, `default` from grubenv (the good slot), a
-/// one-shot `next_entry` (the trial slot) cleared before it boots.
+/// one-shot `next_entry` (the trial slot) cleared before it boots, with the
+/// good slot as `fallback` so a trial kernel GRUB cannot load falls back in
+/// the same boot.
 pub fn grub_cfg() -> String {
     let mut s = String::from(
         "# Keelson A/B boot. grubenv holds `default` (the good slot) and an\n\
          # optional one-shot `next_entry` (a slot on trial), cleared here before\n\
-         # it boots: a trial slot that fails falls back to `default` next boot.\n\
+         # it boots: a trial slot that fails falls back to `default` next boot,\n\
+         # or in this boot (`fallback`) if GRUB cannot load its kernel.\n\
          serial --unit=0 --speed=115200\n\
          terminal_input serial console\n\
          terminal_output serial console\n\
          set default=A\n\
          load_env\n\
          if [ -n \"${next_entry}\" ]; then\n\
+         \x20 set fallback=\"${default}\"\n\
          \x20 set default=\"${next_entry}\"\n\
          \x20 set next_entry=\n\
          \x20 save_env next_entry\n\
@@ -200,5 +204,63 @@ mod tests {
         let load = cfg.find("load_env").unwrap();
         let save = cfg.find("save_env next_entry").unwrap();
         assert!(load < save && save < cfg.find("menuentry").unwrap());
+        // The good slot becomes the fallback only on a trial boot: set
+        // inside the `next_entry` branch, from `default` before `default`
+        // is switched to the trial, and before the one-shot is saved.
+        let branch = cfg.find("if [ -n \"${next_entry}\" ]; then").unwrap();
+        let branch_end = branch + cfg[branch..].find("\nfi\n").unwrap();
+        let fallback = cfg.find("set fallback=\"${default}\"").unwrap();
+        let switch = cfg.find("set default=\"${next_entry}\"").unwrap();
+        assert!(branch < fallback && fallback < switch && switch < save && save < branch_end);
+        assert_eq!(
+            cfg.matches("fallback").count(),
+            2,
+            "comment + one set: {cfg}"
+        );
+    }
+
+    /// Runs grub.cfg's boot-selection lines (from `set default=A` to the
+    /// menu) as sh, `set X=Y` rewritten to `X=Y` (the `if [ -n ... ]` test
+    /// means the same in both), with grubenv holding `saved_default` and
+    /// `next_entry`; returns (default, fallback, next_entry) as the menu
+    /// sees them.
+    fn select(saved_default: &str, next_entry: &str) -> (String, String, String) {
+        let cfg = grub_cfg();
+        let start = cfg.find("set default=A").unwrap();
+        let end = cfg.find("set timeout").unwrap();
+        let body: String = cfg[start..end]
+            .lines()
+            .map(|l| {
+                let t = l.trim_start();
+                format!("{}\n", t.strip_prefix("set ").unwrap_or(t))
+            })
+            .collect();
+        let script = format!(
+            "fallback=\nload_env() {{ default={saved_default}; next_entry={next_entry}; }}\n\
+             save_env() {{ :; }}\n{body}printf '%s|%s|%s' \"$default\" \"$fallback\" \"$next_entry\"\n"
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let parts: Vec<String> = text.split('|').map(str::to_owned).collect();
+        (parts[0].clone(), parts[1].clone(), parts[2].clone())
+    }
+
+    #[test]
+    fn a_trial_boot_falls_back_to_the_good_slot_and_a_normal_boot_has_no_fallback() {
+        let s = |x: &str| x.to_owned();
+        // Good slot A, trial B: boot B, fall back to A, one-shot cleared.
+        assert_eq!(select("A", "B"), (s("B"), s("A"), s("")));
+        // Good slot B (after an upgrade), trial A.
+        assert_eq!(select("B", "A"), (s("A"), s("B"), s("")));
+        // No trial: the good slot, no fallback.
+        assert_eq!(select("B", ""), (s("B"), s(""), s("")));
     }
 }
