@@ -102,6 +102,9 @@ pub const TABLE: &[MethodRule] = &[
     rule("Reboot", Role::Operator, false),
     rule("Shutdown", Role::Operator, false),
     rule("LastShutdown", Role::Reader, false),
+    rule("Upgrade", Role::Operator, false),
+    rule("Rollback", Role::Operator, false),
+    rule("UpgradeStatus", Role::Reader, false),
 ];
 
 /// The row for a full gRPC method path (`/keelson.machine.v1.Machine/Version`),

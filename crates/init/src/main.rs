@@ -35,6 +35,7 @@ mod stage2;
 mod supervisor;
 mod sys;
 mod sysctl;
+mod upgrade;
 
 use std::path::Path;
 use std::time::Duration;

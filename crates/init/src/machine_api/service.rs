@@ -9,13 +9,14 @@ use api::v1::machine_server::Machine;
 use api::v1::*;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::events::system_ms;
 use crate::node::{ApplyError, ApplyMode, ApplyRequest, NodeCtl, ShutdownRequest};
 use crate::shutdown::Ending;
 use crate::supervisor::{ServiceState, ServiceStatus as SupStatus, SupervisorError};
+use crate::upgrade::UpgradeError;
 
 /// A server stream of `T`.
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -549,6 +550,72 @@ impl Machine for MachineService {
     ) -> Result<Response<LastShutdownResponse>, Status> {
         Ok(Response::new(self.node.last_shutdown()))
     }
+
+    async fn upgrade(
+        &self,
+        req: Request<tonic::Streaming<UpgradeRequest>>,
+    ) -> Result<Response<UpgradeResponse>, Status> {
+        let who = caller(&req);
+        let mut stream = req.into_inner();
+        let options = match stream.message().await {
+            Ok(Some(UpgradeRequest {
+                options: Some(o), ..
+            })) => o,
+            Ok(_) => {
+                return Err(Status::invalid_argument(
+                    "options: the first message must carry the upgrade options",
+                ))
+            }
+            Err(e) => return Err(Status::invalid_argument(format!("upload: {e}"))),
+        };
+        let no_reboot = options.no_reboot;
+        let chunks = stream.map(|m| {
+            m.map(|r| r.chunk)
+                .map_err(|e| format!("upload stream: {}", e.message()))
+        });
+        let reply = crate::upgrade::upgrade(&self.node, &who, options, chunks)
+            .await
+            .map_err(upgrade_status)?;
+        if !no_reboot {
+            self.reboot_after_reply(format!("api:upgrade by {who}"));
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<RollbackRequest>,
+    ) -> Result<Response<UpgradeResponse>, Status> {
+        let who = caller(&req);
+        let no_reboot = req.get_ref().no_reboot;
+        let reply = crate::upgrade::rollback(&self.node, &who, no_reboot)
+            .await
+            .map_err(upgrade_status)?;
+        if !no_reboot {
+            self.reboot_after_reply(format!("api:rollback by {who}"));
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn upgrade_status(
+        &self,
+        _: Request<UpgradeStatusRequest>,
+    ) -> Result<Response<UpgradeStatusResponse>, Status> {
+        crate::upgrade::status(&self.node)
+            .await
+            .map(Response::new)
+            .map_err(upgrade_status)
+    }
+}
+
+fn upgrade_status(e: UpgradeError) -> Status {
+    let msg = e.to_string();
+    match e {
+        UpgradeError::BadRequest(_) | UpgradeError::Refused(_) => Status::invalid_argument(msg),
+        UpgradeError::Precondition(_) => Status::failed_precondition(msg),
+        UpgradeError::Busy(_) => Status::unavailable(msg),
+        UpgradeError::Internal(_) => Status::internal(msg),
+    }
 }
 
 /// `SIGKILL`, `KILL`, `kill`, `9`; empty means SIGTERM.
@@ -585,6 +652,19 @@ fn after_reply(action: impl std::future::Future<Output = ()> + Send + 'static) {
 }
 
 impl MachineService {
+    /// Reboots (ordered) once the reply has left, with `cause`.
+    fn reboot_after_reply(&self, cause: String) {
+        let node = self.node.clone();
+        after_reply(async move {
+            node.request_shutdown(ShutdownRequest {
+                cause,
+                ending: Ending::Reboot,
+                force: false,
+                drain: Default::default(),
+            });
+        });
+    }
+
     /// The node's change lock, or Unavailable once a shutdown has begun.
     async fn begin_change(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, Status> {
         self.node

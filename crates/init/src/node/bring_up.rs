@@ -25,6 +25,9 @@ const NETWORK_BOUND: Duration = Duration::from_secs(60);
 /// Network, files, containerd, images, kubelet; then the ready marker.
 pub async fn start_services(node: &NodeCtl, cfg: Arc<MachineConfig>) {
     let sup = &node.sup;
+    // Before any early return below: the upgrade health gate must judge a
+    // boot whose services never come up too (once per boot).
+    tokio::spawn(crate::upgrade::after_boot(node.clone(), Some(cfg.clone())));
     // Leaving maintenance mode: its DHCP gives way to the config's network.
     if let Some(stop) = node.network_stop_hook() {
         stop.await;
@@ -102,6 +105,8 @@ pub async fn start_services(node: &NodeCtl, cfg: Arc<MachineConfig>) {
 /// it, so that the API (and its fingerprint) can be reached to give the
 /// node its first config.
 pub async fn maintenance_network(node: &NodeCtl) {
+    // A trial slot that cannot read the config is not healthy either.
+    tokio::spawn(crate::upgrade::after_boot(node.clone(), None));
     let names = ethernet_interfaces(Path::new("/sys/class/net"));
     if names.is_empty() {
         node.state()
