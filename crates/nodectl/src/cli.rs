@@ -133,6 +133,12 @@ pub enum Command {
     /// The report of the previous shutdown and this boot's filesystem
     /// findings.
     LastShutdown,
+    /// Install a signed upgrade bundle into the inactive A/B slot and boot
+    /// it on trial (`upgrade -f BUNDLE`); `upgrade status` shows the slots.
+    Upgrade(UpgradeArgs),
+    /// Boot the other A/B slot (it must hold a valid image) and make it the
+    /// default. Not `config rollback`, which re-applies a config.
+    Rollback(SlotRollbackArgs),
     /// Generate a starting config or a cluster's secrets.
     #[command(subcommand)]
     Gen(GenCommand),
@@ -498,4 +504,138 @@ pub struct CompletionArgs {
     /// The shell to generate completions for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// `nodectl upgrade -f BUNDLE [--stage | --reboot=false] [--pubkey KEY]`
+/// or `nodectl upgrade status`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct UpgradeArgs {
+    /// `status`: the slots and the last upgrade instead of upgrading.
+    #[command(subcommand)]
+    pub command: Option<UpgradeCommand>,
+
+    /// The bundle (`image-build bundle`, `make bundle`). Several nodes are
+    /// upgraded one after the other, each with its own upload.
+    #[arg(short = 'f', long = "file", value_name = "BUNDLE", required = true)]
+    pub file: Option<PathBuf>,
+
+    /// Write the slot and set the trial, but do not reboot: the trial
+    /// happens at the next reboot (same as --reboot=false).
+    #[arg(long, conflicts_with = "reboot")]
+    pub stage: bool,
+
+    /// Reboot into the new slot once it is written (`--reboot=false`: do
+    /// not).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub reboot: bool,
+
+    /// Check locally, before sending, that this key signed the bundle: a
+    /// public key (base64 or PEM) or a file holding it or the private
+    /// signing key. Without it nodectl checks the header, manifest, size and
+    /// that the signature matches the key the bundle names. The node checks
+    /// its own trusted keys and every payload hash either way.
+    #[arg(long, value_name = "KEY|FILE")]
+    pub pubkey: Option<String>,
+}
+
+impl UpgradeArgs {
+    /// Whether the node should reboot into the new slot (not with
+    /// `--stage` or `--reboot=false`).
+    pub fn reboots(&self) -> bool {
+        self.reboot && !self.stage
+    }
+}
+
+/// `nodectl upgrade ...` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UpgradeCommand {
+    /// The A/B slots (state, version, booted, default) and the outcome of
+    /// the last upgrade.
+    Status,
+}
+
+/// `nodectl rollback [--reboot=false]`
+#[derive(Debug, Args)]
+pub struct SlotRollbackArgs {
+    /// Reboot into the other slot now (`--reboot=false`: switch the default
+    /// and boot it at the next reboot).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub reboot: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("nodectl").chain(args.iter().copied()))
+    }
+
+    fn upgrade(args: &[&str]) -> UpgradeArgs {
+        match parse(args).unwrap().command {
+            Command::Upgrade(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn upgrade_takes_a_bundle_and_reboots_unless_staged() {
+        let a = upgrade(&["upgrade", "-f", "v2.bundle"]);
+        assert_eq!(a.file, Some(PathBuf::from("v2.bundle")));
+        assert!(a.command.is_none());
+        assert!(a.reboots());
+        assert!(!upgrade(&["upgrade", "-f", "x", "--stage"]).reboots());
+        assert!(!upgrade(&["upgrade", "--file", "x", "--reboot=false"]).reboots());
+        assert!(upgrade(&["upgrade", "-f", "x", "--reboot"]).reboots());
+        assert!(upgrade(&["upgrade", "-f", "x", "--reboot=true"]).reboots());
+        let a = upgrade(&["-n", "a,b", "upgrade", "-f", "x", "--pubkey", "k.pub"]);
+        assert_eq!(a.pubkey.as_deref(), Some("k.pub"));
+        // The bundle is required; --stage and --reboot say the same thing
+        // twice (or contradict): refused.
+        assert!(parse(&["upgrade"]).is_err());
+        assert!(parse(&["upgrade", "-f", "x", "--stage", "--reboot=true"]).is_err());
+        assert!(parse(&["upgrade", "-f", "x", "--reboot=maybe"]).is_err());
+    }
+
+    #[test]
+    fn upgrade_status_is_a_subcommand_without_a_bundle() {
+        let a = upgrade(&["upgrade", "status", "-o", "json"]);
+        assert!(matches!(a.command, Some(UpgradeCommand::Status)));
+        assert!(a.file.is_none());
+        assert!(parse(&["upgrade", "status", "-f", "x"]).is_err());
+    }
+
+    #[test]
+    fn rollback_is_the_slot_switch_and_config_rollback_stays() {
+        match parse(&["rollback"]).unwrap().command {
+            Command::Rollback(a) => assert!(a.reboot),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["rollback", "--reboot=false"]).unwrap().command {
+            Command::Rollback(a) => assert!(!a.reboot),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["config", "rollback", "3"]).unwrap().command,
+            Command::Config(ConfigCommand::Rollback(_))
+        ));
+    }
 }

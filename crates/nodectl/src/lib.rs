@@ -10,6 +10,7 @@
 //!   kubeconfig) that API commands connect with;
 //! - [`output`]: `-o table|json|yaml` printing;
 //! - [`files`]: writing secret files (modes, no overwrite, atomic);
+//! - [`upgrade`]: reading an upgrade bundle locally, chunks and progress;
 //! - [`remote`]: connecting to nodes' APIs (mTLS or a pinned maintenance
 //!   certificate) and calling them in parallel.
 
@@ -23,3 +24,4 @@ pub mod remote;
 pub mod secrets;
 pub mod secrets_dir;
 pub mod starting_config;
+pub mod upgrade;

@@ -53,6 +53,22 @@ struct Behaviour {
     hostname: String,
     /// ServiceList fails with FailedPrecondition.
     refuse_services: bool,
+    /// Upgrade fails with PermissionDenied right after the options.
+    refuse_upgrade: bool,
+}
+
+/// The public key the double trusts for upgrade bundles (seed 5).
+fn trusted_bundle_key() -> bundle::SigningKey {
+    bundle::SigningKey::from_seed([5; 32])
+}
+
+/// What the double's Upgrade received.
+#[derive(Clone, Debug)]
+struct Received {
+    options: UpgradeOptions,
+    /// Length of each chunk message after the options.
+    chunks: Vec<usize>,
+    bytes: Vec<u8>,
 }
 
 /// The test double of init's API (see the module doc).
@@ -61,6 +77,7 @@ struct Double {
     behaviour: Behaviour,
     calls: Arc<Mutex<Vec<String>>>,
     applied: Arc<Mutex<Vec<ApplyConfigurationRequest>>>,
+    upgrades: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Double {
@@ -96,7 +113,97 @@ impl Machine for Double {
         }))
     }
     async fn health(&self, _: Request<HealthRequest>) -> Result<Response<HealthResponse>, Status> {
-        nope()
+        self.called("Health");
+        Ok(Response::new(HealthResponse::default()))
+    }
+    async fn upgrade(
+        &self,
+        req: Request<tonic::Streaming<UpgradeRequest>>,
+    ) -> Result<Response<UpgradeResponse>, Status> {
+        self.called("Upgrade");
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty upgrade stream"))?;
+        let options = first
+            .options
+            .ok_or_else(|| Status::invalid_argument("the first message carries no options"))?;
+        if !first.chunk.is_empty() {
+            return Err(Status::invalid_argument("bytes in the options message"));
+        }
+        if self.behaviour.refuse_upgrade {
+            return Err(Status::permission_denied(
+                "the bundle is signed by key 0123456789abcdef, which is not trusted",
+            ));
+        }
+        let mut got = Received {
+            options,
+            chunks: Vec::new(),
+            bytes: Vec::new(),
+        };
+        while let Some(m) = stream.message().await? {
+            if m.options.is_some() {
+                return Err(Status::invalid_argument("options after the first message"));
+            }
+            got.chunks.push(m.chunk.len());
+            got.bytes.extend_from_slice(&m.chunk);
+        }
+        // The real reader, against the key the double trusts.
+        let trusted =
+            bundle::TrustedKeys::from_base64(&[trusted_bundle_key().public_base64()]).unwrap();
+        let verified = bundle::verify_reader(&got.bytes[..], trusted, bundle::Limits::default());
+        let rebooting = !got.options.no_reboot;
+        let bytes = got.bytes.len() as u64;
+        self.upgrades.lock().unwrap().push(got);
+        let manifest = verified.map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(UpgradeResponse {
+            message: "bundle verified and written".into(),
+            slot: "B".into(),
+            os_version: manifest.os_version,
+            bytes,
+            rebooting,
+        }))
+    }
+    async fn rollback(
+        &self,
+        req: Request<RollbackRequest>,
+    ) -> Result<Response<UpgradeResponse>, Status> {
+        self.called("Rollback");
+        Ok(Response::new(UpgradeResponse {
+            message: String::new(),
+            slot: "A".into(),
+            os_version: "1.2.3-test".into(),
+            bytes: 0,
+            rebooting: !req.into_inner().no_reboot,
+        }))
+    }
+    async fn upgrade_status(
+        &self,
+        _: Request<UpgradeStatusRequest>,
+    ) -> Result<Response<UpgradeStatusResponse>, Status> {
+        self.called("UpgradeStatus");
+        Ok(Response::new(UpgradeStatusResponse {
+            slots: vec![
+                SlotStatus {
+                    name: "A".into(),
+                    state: "good".into(),
+                    os_version: "1.2.3-test".into(),
+                    booted: true,
+                    is_default: true,
+                },
+                SlotStatus {
+                    name: "B".into(),
+                    state: "invalid".into(),
+                    os_version: "2.0.0".into(),
+                    booted: false,
+                    is_default: false,
+                },
+            ],
+            state: "rolled-back".into(),
+            detail: "kubelet not healthy within 300s".into(),
+            unix_ms: 1_700_000_000_000,
+        }))
     }
     type EventsStream = Stream<Event>;
     async fn events(
@@ -410,6 +517,7 @@ fn remote_commands_over_mutual_tls() {
         behaviour: Behaviour {
             hostname: "node-a".into(),
             refuse_services: false,
+            refuse_upgrade: false,
         },
         ..Default::default()
     };
@@ -417,6 +525,7 @@ fn remote_commands_over_mutual_tls() {
         behaviour: Behaviour {
             hostname: "node-b".into(),
             refuse_services: true,
+            refuse_upgrade: false,
         },
         ..Default::default()
     };
@@ -547,6 +656,7 @@ fn remote_commands_over_mutual_tls() {
         behaviour: Behaviour {
             hostname: "node-c".into(),
             refuse_services: false,
+            refuse_upgrade: false,
         },
         ..Default::default()
     };
@@ -736,6 +846,7 @@ fn insecure_connections_pin_the_maintenance_fingerprint() {
         behaviour: Behaviour {
             hostname: "fresh".into(),
             refuse_services: false,
+            refuse_upgrade: false,
         },
         ..Default::default()
     };
@@ -832,4 +943,338 @@ fn insecure_connections_pin_the_maintenance_fingerprint() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     assert!(err(&o).contains("TLS handshake failed"), "{}", err(&o));
+}
+
+/// Upgrades, slot rollback and upgrade status through apid over mutual TLS:
+/// the exact bundle bytes reach the node in 1 MiB chunks after the options;
+/// bad bundles and wrong keys are refused before any call; several nodes
+/// are upgraded in turn with a refusing one reported; a reader may look at
+/// the slots but not upgrade; version and health show the slot state.
+#[test]
+fn upgrades_stream_the_bundle_and_show_the_slots() {
+    let lab = Lab::new();
+    let secrets = lab.path("secrets");
+    let o = nodectl(&[
+        "gen",
+        "secrets",
+        "--out",
+        secrets.to_str().unwrap(),
+        "--endpoint",
+        "127.0.0.1:1",
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let read = |f: &str| std::fs::read_to_string(secrets.join(f)).unwrap();
+    let ca =
+        nodectl::secrets::CertificateAuthority::from_pem(&read("ca.crt"), &read("ca.key")).unwrap();
+    let node_cert = ca
+        .issue_node(&nodectl::secrets::NodeTemplate::default(), "node-a", &[])
+        .unwrap();
+    let pem_certs = |pem: &str| {
+        rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<rustls_pki_types::CertificateDer<'static>>, _>>()
+            .unwrap()
+    };
+    let server_tls = || {
+        apid::tls::mutual(
+            pem_certs(ca.cert_pem()),
+            pem_certs(&node_cert.cert_pem),
+            rustls_pki_types::pem::PemObject::from_pem_slice(node_cert.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let double = |name: &str, refuse_upgrade: bool| Double {
+        behaviour: Behaviour {
+            hostname: name.into(),
+            refuse_services: false,
+            refuse_upgrade,
+        },
+        ..Default::default()
+    };
+    let (a, b) = (double("node-a", false), double("node-b", true));
+    let addr_a = lab.node(&a, server_tls(), Mode::Mutual).to_string();
+    let addr_b = lab.node(&b, server_tls(), Mode::Mutual).to_string();
+    let contexts = secrets.join("nodectl.yaml");
+    let text = std::fs::read_to_string(&contexts).unwrap();
+    std::fs::write(
+        &contexts,
+        format!(
+            "{}\n  reader:\n    endpoints: [\"{addr_a}\"]\n    ca: ca.crt\n    cert: reader.crt\n    key: reader.key\n",
+            text.replace("127.0.0.1:1", &addr_a)
+        ),
+    )
+    .unwrap();
+    let ctx = contexts.to_str().unwrap();
+
+    // A bundle of 2 MiB + 7 bytes of payload signed with the trusted key.
+    let dir = lab.path("bundle");
+    std::fs::create_dir(&dir).unwrap();
+    let part = |name: &str, len: usize| {
+        let p = dir.join(name);
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let (k, i, r) = (
+        part("vmlinuz", 1000),
+        part("initramfs.img", 3000),
+        part("rootfs.squashfs", (2 << 20) + 7),
+    );
+    let meta = bundle::BundleMeta {
+        os_version: "2.0.0".into(),
+        build_id: "build-88".into(),
+        created: None,
+        min_upgrade_from: Some("1.0".into()),
+    };
+    let good = dir.join("v2.bundle");
+    let mut file = std::fs::File::create(&good).unwrap();
+    bundle::write_bundle(&mut file, &trusted_bundle_key(), &meta, &k, &i, &r).unwrap();
+    drop(file);
+    let bundle_bytes = std::fs::read(&good).unwrap();
+    let size = bundle_bytes.len();
+    let good_s = good.to_str().unwrap();
+
+    // upgrade -f: what is sent, the progress, the node's answer.
+    let o = nodectl(&["--contexts", ctx, "upgrade", "-f", good_s]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let e = err(&o);
+    assert!(
+        e.starts_with(&format!(
+            "bundle {good_s}: OS 2.0.0, build build-88, {size} bytes"
+        )),
+        "{e}"
+    );
+    assert!(e.contains("upgrades from 1.0 or later"), "{e}");
+    assert!(e.contains(&trusted_bundle_key().key_id()), "{e}");
+    // Standard error is not a terminal here: plain lines, the last at 100%.
+    assert!(
+        e.lines()
+            .any(|l| l.starts_with("sent ") && l.contains("(100%)") && l.ends_with("MB/s")),
+        "{e}"
+    );
+    assert!(!e.contains('\r'), "{e:?}");
+    let so = out(&o);
+    assert!(
+        so.contains(&format!(
+            "slot B: version 2.0.0 written, {size} bytes verified"
+        )),
+        "{so}"
+    );
+    assert!(so.contains("rebooting into slot B on trial"), "{so}");
+    {
+        let got = a.upgrades.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].bytes, bundle_bytes, "the node got the file's bytes");
+        assert_eq!(got[0].options.size, size as u64);
+        assert!(!got[0].options.no_reboot);
+        let mib = 1usize << 20;
+        assert_eq!(got[0].chunks, vec![mib, mib, size - 2 * mib]);
+    }
+
+    // --stage: no reboot asked; JSON answer.
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "-o",
+        "json",
+        "upgrade",
+        "-f",
+        good_s,
+        "--stage",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["slot"], "B");
+    assert_eq!(v["osVersion"], "2.0.0");
+    assert_eq!(v["rebooting"], false);
+    assert_eq!(v["bytes"], size as u64);
+    assert!(a.upgrades.lock().unwrap()[1].options.no_reboot);
+
+    // Refused locally, no call: a --pubkey that did not sign it, a file
+    // that is not a bundle, an empty file, a truncated bundle.
+    let calls = a.calls().len();
+    let other = bundle::SigningKey::from_seed([6; 32]).public_base64();
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "upgrade",
+        "-f",
+        good_s,
+        "--pubkey",
+        &other,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("which is not trusted"), "{}", err(&o));
+    assert!(err(&o).contains("not sent to any node"), "{}", err(&o));
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "upgrade",
+        "-f",
+        good_s,
+        "--pubkey",
+        &trusted_bundle_key().public_base64(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(err(&o).contains("(--pubkey)"), "{}", err(&o));
+    let calls = calls + 1;
+    let not_bundle = dir.join("disk.raw");
+    std::fs::write(&not_bundle, b"\xeb\x3c\x90mkfs.fat and more").unwrap();
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "upgrade",
+        "-f",
+        not_bundle.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        err(&o).contains("not a Keelson bundle: bytes 0..8 are [eb, 3c, 90"),
+        "{}",
+        err(&o)
+    );
+    let empty = dir.join("empty.bundle");
+    std::fs::write(&empty, b"").unwrap();
+    let o = nodectl(&["--contexts", ctx, "upgrade", "-f", empty.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("is empty (0 bytes)"), "{}", err(&o));
+    let cut = dir.join("cut.bundle");
+    std::fs::write(&cut, &bundle_bytes[..size - 1]).unwrap();
+    let o = nodectl(&["--contexts", ctx, "upgrade", "-f", cut.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("truncated"), "{}", err(&o));
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "upgrade",
+        "-f",
+        dir.join("missing").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert_eq!(a.calls().len(), calls, "{:?}", a.calls());
+
+    // Two nodes, one refusing after the options without reading on: both
+    // tried in turn, exit 1, each labelled. (16 MiB: more than the stream
+    // buffers, so a sender that kept waiting on the refusing node would
+    // hang here.)
+    let big_rootfs = part("big.squashfs", 16 << 20);
+    let big = dir.join("big.bundle");
+    let mut file = std::fs::File::create(&big).unwrap();
+    bundle::write_bundle(&mut file, &trusted_bundle_key(), &meta, &k, &i, &big_rootfs).unwrap();
+    drop(file);
+    let nodes = format!("{addr_a},{addr_b}");
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "-n",
+        &nodes,
+        "upgrade",
+        "-f",
+        big.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        out(&o).contains(&format!("{addr_a}: slot B: version 2.0.0 written")),
+        "{}",
+        out(&o)
+    );
+    assert!(
+        err(&o).contains(&format!(
+            "{addr_b}: PermissionDenied: the bundle is signed by key"
+        )),
+        "{}",
+        err(&o)
+    );
+    assert!(err(&o).contains(&format!("{addr_a}: sent ")), "{}", err(&o));
+    assert_eq!(b.calls(), ["Upgrade"]);
+    assert!(b.upgrades.lock().unwrap().is_empty());
+
+    // upgrade status: the table, and JSON.
+    let o = nodectl(&["--contexts", ctx, "upgrade", "status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let rows: Vec<Vec<String>> = out(&o)
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows[0], ["SLOT", "STATE", "VERSION", "BOOTED", "DEFAULT"]);
+    assert_eq!(rows[1], ["A", "good", "1.2.3-test", "yes", "yes"]);
+    assert_eq!(rows[2], ["B", "invalid", "2.0.0", "-", "-"]);
+    assert_eq!(
+        out(&o).lines().nth(3).unwrap(),
+        "last upgrade: rolled-back at 2023-11-14T22:13:20Z: kubelet not healthy within 300s"
+    );
+    let o = nodectl(&["--contexts", ctx, "-o", "yaml", "upgrade", "status"]);
+    let y: serde_json::Value = serde_saphyr::from_str(&out(&o)).unwrap();
+    assert_eq!(y["slots"][1]["osVersion"], "2.0.0");
+    assert_eq!(y["slots"][0]["isDefault"], true);
+    assert_eq!(y["state"], "rolled-back");
+
+    // A reader may look at the slots but not upgrade or roll back.
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "--context",
+        "reader",
+        "upgrade",
+        "status",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let before = a.calls().len();
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "--context",
+        "reader",
+        "upgrade",
+        "-f",
+        good_s,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        err(&o).contains("PermissionDenied: Upgrade needs os:operator"),
+        "{}",
+        err(&o)
+    );
+    let o = nodectl(&["--contexts", ctx, "--context", "reader", "rollback"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert_eq!(a.calls().len(), before);
+
+    // rollback
+    let o = nodectl(&["--contexts", ctx, "rollback", "--reboot=false"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(
+        out(&o),
+        "slot A: version 1.2.3-test\nnot rebooting: slot A boots at the next reboot\n"
+    );
+    let o = nodectl(&["--contexts", ctx, "-o", "json", "rollback"]);
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["rebooting"], true);
+
+    // version and health carry the slot state.
+    let o = nodectl(&["--contexts", ctx, "version"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let table = out(&o);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("default slot") && l.ends_with(" A")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("last upgrade") && l.contains("rolled-back")),
+        "{table}"
+    );
+    let o = nodectl(&["--contexts", ctx, "-o", "json", "version"]);
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["defaultSlot"], "A");
+    let o = nodectl(&["--contexts", ctx, "health"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(
+        out(&o).contains(
+            "upgrade rolled back: kubelet not healthy within 300s (at 2023-11-14T22:13:20Z)"
+        ),
+        "{}",
+        out(&o)
+    );
 }

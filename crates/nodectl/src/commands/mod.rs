@@ -11,6 +11,7 @@ pub mod config;
 pub mod context;
 pub mod gen;
 pub mod remote;
+pub mod upgrade;
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -119,6 +120,8 @@ pub fn run(cli: Cli) -> Result<Status, CliError> {
         Command::Reboot(args) => remote::power(connect, format, &args, true),
         Command::Shutdown(args) => remote::power(connect, format, &args, false),
         Command::LastShutdown => remote::last_shutdown(connect, format),
+        Command::Upgrade(args) => upgrade::run(connect, format, &args),
+        Command::Rollback(args) => upgrade::rollback(connect, format, &args),
     }
 }
 

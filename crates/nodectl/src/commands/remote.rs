@@ -17,12 +17,13 @@ use crate::cli::{
     ApplyConfigArgs, ApplyModeArg, ConnectArgs, EventsArgs, FollowArgs, HealthArgs, LogsArgs,
     PowerArgs, ReadArgs, RollbackArgs, ServiceCommand, DEFAULT_TRY_TIMEOUT,
 };
+use crate::commands::upgrade::{optional_status, UpgradeStatusView};
 use crate::commands::{config::check_printing, read_input, CliError, Status};
 use crate::output::{to_yaml, OutputFormat, Table};
 use crate::remote::{self, block_on, fan_out, report, LinePrinter, NodeError};
 
 /// A time as RFC 3339 UTC (`-` for 0).
-fn time_text(unix_ms: u64) -> String {
+pub(crate) fn time_text(unix_ms: u64) -> String {
     if unix_ms == 0 {
         return "-".into();
     }
@@ -81,6 +82,13 @@ struct VersionView {
     build_id: String,
     maintenance: bool,
     uptime_s: u64,
+    /// The slot GRUB boots by default (from `UpgradeStatus`; absent when
+    /// the node does not answer it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_slot: Option<String>,
+    /// The last upgrade's outcome in words (same source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_upgrade: Option<String>,
 }
 
 impl From<pb::VersionResponse> for VersionView {
@@ -93,7 +101,20 @@ impl From<pb::VersionResponse> for VersionView {
             build_id: v.build_id,
             maintenance: v.maintenance,
             uptime_s: v.uptime_s,
+            default_slot: None,
+            last_upgrade: None,
         }
+    }
+}
+
+impl VersionView {
+    /// Adds what `UpgradeStatus` says (if the node answered it).
+    fn with_upgrade(mut self, status: Option<UpgradeStatusView>) -> VersionView {
+        if let Some(st) = status {
+            self.default_slot = st.default_slot().map(str::to_owned);
+            self.last_upgrade = Some(st.outcome());
+        }
+        self
     }
 }
 
@@ -102,6 +123,9 @@ fn version_table(v: &VersionView) -> String {
     t.row(["hostname", &v.hostname]);
     t.row(["os version", &v.os_version]);
     t.row(["slot", &v.slot]);
+    if let Some(d) = &v.default_slot {
+        t.row(["default slot", d]);
+    }
     t.row(["kernel", &v.kernel]);
     t.row(["build id", &v.build_id]);
     t.row(["uptime", &format!("{} s", v.uptime_s)]);
@@ -113,6 +137,9 @@ fn version_table(v: &VersionView) -> String {
             "no"
         },
     ]);
+    if let Some(u) = &v.last_upgrade {
+        t.row(["last upgrade", u]);
+    }
     t.to_string()
 }
 
@@ -174,6 +201,22 @@ struct HealthView {
     services: Vec<ServiceView>,
     phases: Vec<PhaseView>,
     boot_problems: Vec<String>,
+    /// Set when the last upgrade was rolled back: why and when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upgrade_rolled_back: Option<String>,
+}
+
+/// Why and when the last upgrade was rolled back.
+fn rolled_back_text(s: &UpgradeStatusView) -> String {
+    let mut text = if s.detail.is_empty() {
+        "no reason recorded".to_owned()
+    } else {
+        s.detail.clone()
+    };
+    if s.at != "-" {
+        text.push_str(&format!(" (at {})", s.at));
+    }
+    text
 }
 
 fn health_table(h: &HealthView) -> String {
@@ -188,6 +231,9 @@ fn health_table(h: &HealthView) -> String {
     }
     for p in &h.boot_problems {
         out.push_str(&format!("boot problem: {p}\n"));
+    }
+    if let Some(why) = &h.upgrade_rolled_back {
+        out.push_str(&format!("upgrade rolled back: {why}\n"));
     }
     if h.maintenance {
         out.push_str("maintenance mode: no config applied yet\n");
@@ -614,7 +660,8 @@ macro_rules! unary {
 pub fn version(connect: &ConnectArgs, format: OutputFormat) -> Result<Status, CliError> {
     unary!(connect, format, version_table, [], |c| async move {
         let v = c.version(pb::VersionRequest {}).await?.into_inner();
-        Ok(VersionView::from(v))
+        let status = optional_status(&mut c).await;
+        Ok(VersionView::from(v).with_upgrade(status))
     })
 }
 
@@ -686,7 +733,12 @@ pub fn health(
     let wait = args.wait;
     unary!(connect, format, health_table, [], |c| async move {
         let h = c.health(pb::HealthRequest { wait }).await?.into_inner();
+        let upgrade_rolled_back = optional_status(&mut c)
+            .await
+            .filter(|s| s.state == "rolled-back")
+            .map(|s| rolled_back_text(&s));
         Ok(HealthView {
+            upgrade_rolled_back,
             maintenance: h.maintenance,
             services: h.services.into_iter().map(ServiceView::from).collect(),
             phases: h
