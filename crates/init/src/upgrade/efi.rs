@@ -64,7 +64,7 @@ impl EfiSession {
         EfiSession {
             root: dir.to_path_buf(),
             mounted: false,
-            _one: SESSION.lock().unwrap_or_else(|p| p.into_inner()),
+            _one: exclusive(),
         }
     }
 }
@@ -82,10 +82,15 @@ impl Drop for EfiSession {
     }
 }
 
+/// Holds the session lock without mounting (for record-only changes).
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    SESSION.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Mounts the EFI partition read-write for one operation (blocking: waits
 /// for another session to end).
 pub fn mount() -> Result<EfiSession, EfiError> {
-    let one = SESSION.lock().unwrap_or_else(|p| p.into_inner());
+    let one = exclusive();
     let part = crate::partitions::find(
         Path::new("/sys/class/block"),
         Path::new("/dev"),

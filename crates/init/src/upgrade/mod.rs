@@ -271,6 +271,7 @@ pub async fn rollback(
                                 slot: booted,
                                 detail: detail.clone(),
                                 unix_ms: now,
+                                reported: false,
                             });
                         }
                     }
@@ -412,22 +413,21 @@ pub async fn after_boot(node: NodeCtl, cfg: Option<Arc<MachineConfig>>) {
         tracing::warn!("upgrade: booted slot unknown, no boot decision");
         return;
     };
-    let decision = tokio::task::spawn_blocking(move || -> Result<BootDecision, String> {
-        let rec = StateFile::node().load().map_err(|e| e.to_string())?;
-        if rec.trial.is_none() {
-            return Ok(BootDecision::Nothing);
-        }
-        let session = efi::mount().map_err(|e| e.to_string())?;
-        let env = grubenv::read(&session.grubenv()).map_err(|e| e.to_string())?;
-        Ok(state::decide(
-            &rec,
-            booted,
-            env.get("next_entry").and_then(Slot::parse),
-        ))
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
-    let decision = match decision {
+    let decided =
+        tokio::task::spawn_blocking(move || -> Result<(state::Record, BootDecision), String> {
+            let rec = StateFile::node().load().map_err(|e| e.to_string())?;
+            if rec.trial.is_none() {
+                return Ok((rec, BootDecision::Nothing));
+            }
+            let session = efi::mount().map_err(|e| e.to_string())?;
+            let env = grubenv::read(&session.grubenv()).map_err(|e| e.to_string())?;
+            let next_entry = env.get("next_entry").and_then(Slot::parse);
+            let decision = state::decide(&rec, booted, next_entry);
+            Ok((rec, decision))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    let (rec, decision) = match decided {
         Ok(d) => d,
         Err(e) => {
             node.state()
@@ -436,32 +436,49 @@ pub async fn after_boot(node: NodeCtl, cfg: Option<Arc<MachineConfig>>) {
         }
     };
     match decision {
-        BootDecision::Nothing => {}
+        BootDecision::Nothing => {
+            // A rollback the previous boot decided (health timeout, or by
+            // hand): say so on this boot of the old slot.
+            if let Some(o) = state::unreported_rollback(&rec).cloned() {
+                announce_rollback(&node, o.slot, &o.detail);
+                blocking_update(|r| {
+                    if let Some(last) = r.last.as_mut() {
+                        last.reported = true;
+                    }
+                })
+                .await;
+            }
+        }
         BootDecision::Staged { trial } => tracing::info!(
             slot = %trial.slot,
             version = %trial.version,
             "upgrade staged: the trial boots at the next reboot"
         ),
         BootDecision::FellBack { trial, detail } => {
-            let rec = blocking_update(move |r| {
+            announce_rollback(&node, trial.slot, &detail);
+            blocking_update(move |r| {
                 state::record_rollback(r, &trial, &detail, crate::events::now_ms());
+                if let Some(last) = r.last.as_mut() {
+                    last.reported = true;
+                }
             })
             .await;
-            if let Some(o) = rec.as_ref().and_then(|r| r.last.clone()) {
-                announce_rollback(&node, o.slot, &o.detail);
-            }
         }
         BootDecision::Trial { trial } => health_gate(node, cfg, trial).await,
     }
 }
 
-/// Applies `change` to the record on a blocking thread (inside an EFI
-/// session, so it never interleaves with grubenv changes); errors go to
-/// the boot state.
+/// Applies `change` to the record on a blocking thread, holding the EFI
+/// session lock (so it never interleaves with an operation); errors are
+/// logged.
 async fn blocking_update(
     change: impl FnOnce(&mut state::Record) + Send + 'static,
 ) -> Option<state::Record> {
-    match tokio::task::spawn_blocking(move || StateFile::node().update(change)).await {
+    let update = move || {
+        let _one = efi::exclusive();
+        StateFile::node().update(change)
+    };
+    match tokio::task::spawn_blocking(update).await {
         Ok(Ok(r)) => Some(r),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "upgrade record not updated");
@@ -667,7 +684,13 @@ async fn give_up(node: &NodeCtl, trial: &PendingTrial, reason: String) {
     let why = reason.clone();
     let done = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let session = efi::mount().map_err(|e| e.to_string())?;
-        StateFile::node()
+        let state = StateFile::node();
+        let rec = state.load().map_err(|e| e.to_string())?;
+        if rec.trial.as_ref().map(|x| (x.slot, x.unix_ms)) != Some((t.slot, t.unix_ms)) {
+            // Rolled back by hand meanwhile: that call set GRUB's default.
+            return Ok(());
+        }
+        state
             .update(|r| state::record_rollback(r, &t, &why, crate::events::now_ms()))
             .map_err(|e| e.to_string())?;
         grubenv::update(&session.grubenv(), |env| {

@@ -156,6 +156,10 @@ pub struct Outcome {
     pub detail: String,
     /// When (ms since the Unix epoch).
     pub unix_ms: u64,
+    /// A rollback was announced (console, events, health) on a boot of the
+    /// slot the node went back to; until then the next boot announces it.
+    #[serde(default)]
+    pub reported: bool,
 }
 
 /// The whole record.
@@ -263,6 +267,14 @@ pub fn decide(rec: &Record, booted: Slot, next_entry: Option<Slot>) -> BootDecis
     }
 }
 
+/// A rollback recorded by an earlier boot (health timeout, `Rollback`)
+/// that no boot has announced yet.
+pub fn unreported_rollback(rec: &Record) -> Option<&Outcome> {
+    rec.last
+        .as_ref()
+        .filter(|o| o.state == OutcomeState::RolledBack && !o.reported)
+}
+
 /// Records a failed trial: the slot invalid, the trial gone, the outcome.
 pub fn record_rollback(rec: &mut Record, trial: &PendingTrial, detail: &str, now: u64) {
     rec.set_slot(
@@ -277,6 +289,7 @@ pub fn record_rollback(rec: &mut Record, trial: &PendingTrial, detail: &str, now
         slot: trial.slot,
         detail: detail.to_string(),
         unix_ms: now,
+        reported: false,
     });
 }
 
@@ -298,6 +311,7 @@ pub fn record_commit(rec: &mut Record, trial: &PendingTrial, healthy_after_s: u6
             trial.version, trial.slot
         ),
         unix_ms: now,
+        reported: true,
     });
 }
 
@@ -517,6 +531,14 @@ mod tests {
             (last.state, last.slot, last.detail.as_str()),
             (OutcomeState::RolledBack, Slot::B, "kubelet backing-off")
         );
+        // Until a boot of the old slot has said so.
+        let mut rec = Record {
+            last: Some(last),
+            ..Record::default()
+        };
+        assert!(unreported_rollback(&rec).is_some());
+        rec.last.as_mut().unwrap().reported = true;
+        assert!(unreported_rollback(&rec).is_none());
     }
 
     #[test]

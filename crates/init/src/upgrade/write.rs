@@ -147,6 +147,20 @@ impl PayloadSink for SlotWriter<'_> {
                 source: std::io::Error::other(e.to_string()),
             })?;
         self.touched = true;
+        // A trial staged earlier for this slot must not boot what is about
+        // to be half-written (a power cut during the write).
+        let env_path = self.efi.join(super::efi::GRUBENV);
+        let staged = grubenv::read(&env_path)
+            .map(|env| env.get("next_entry") == Some(slot.as_str()))
+            .unwrap_or(false);
+        if staged {
+            grubenv::update(&env_path, |env| env.unset("next_entry")).map_err(|e| {
+                BundleError::Io {
+                    what: format!("clearing the trial of slot {slot} staged in grubenv"),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?;
+        }
         Ok(())
     }
 
@@ -626,6 +640,39 @@ mod tests {
             grubenv::read(&efi.grubenv()).unwrap().get("next_entry"),
             None
         );
+    }
+
+    #[test]
+    fn a_second_upload_over_a_staged_trial_unstages_it_before_writing() {
+        let f = fixture(None);
+        let efi = EfiSession::at(&f.efi_dir);
+        install(
+            &f.target,
+            &efi,
+            &f.state,
+            trusted(&f.key),
+            chunks(&f.bundle, 1 << 16),
+        )
+        .unwrap();
+        assert_eq!(
+            grubenv::read(&efi.grubenv()).unwrap().get("next_entry"),
+            Some("B")
+        );
+        // Cut in the middle of the rootfs (a power cut mid-write looks the
+        // same to the next boot).
+        let cut = f.bundle.len() - 20_000;
+        let mut parts = chunks(&f.bundle[..cut], 1 << 16);
+        parts.push(Err("connection reset".into()));
+        install(&f.target, &efi, &f.state, trusted(&f.key), parts).unwrap_err();
+        let env = grubenv::read(&efi.grubenv()).unwrap();
+        assert_eq!(
+            env.get("next_entry"),
+            None,
+            "GRUB must not boot a half-written slot"
+        );
+        let rec = f.state.load().unwrap();
+        assert_eq!(rec.trial, None);
+        assert_eq!(rec.slots[&Slot::B].state, SlotState::Invalid);
     }
 
     #[test]
