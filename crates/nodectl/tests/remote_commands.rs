@@ -55,6 +55,8 @@ struct Behaviour {
     refuse_services: bool,
     /// Upgrade fails with PermissionDenied right after the options.
     refuse_upgrade: bool,
+    /// An init older than upgrades: UpgradeStatus is Unimplemented.
+    no_upgrades: bool,
 }
 
 /// The public key the double trusts for upgrade bundles (seed 5).
@@ -183,6 +185,9 @@ impl Machine for Double {
         _: Request<UpgradeStatusRequest>,
     ) -> Result<Response<UpgradeStatusResponse>, Status> {
         self.called("UpgradeStatus");
+        if self.behaviour.no_upgrades {
+            return nope();
+        }
         Ok(Response::new(UpgradeStatusResponse {
             slots: vec![
                 SlotStatus {
@@ -518,6 +523,7 @@ fn remote_commands_over_mutual_tls() {
             hostname: "node-a".into(),
             refuse_services: false,
             refuse_upgrade: false,
+            no_upgrades: false,
         },
         ..Default::default()
     };
@@ -526,6 +532,7 @@ fn remote_commands_over_mutual_tls() {
             hostname: "node-b".into(),
             refuse_services: true,
             refuse_upgrade: false,
+            no_upgrades: false,
         },
         ..Default::default()
     };
@@ -657,6 +664,7 @@ fn remote_commands_over_mutual_tls() {
             hostname: "node-c".into(),
             refuse_services: false,
             refuse_upgrade: false,
+            no_upgrades: false,
         },
         ..Default::default()
     };
@@ -847,6 +855,7 @@ fn insecure_connections_pin_the_maintenance_fingerprint() {
             hostname: "fresh".into(),
             refuse_services: false,
             refuse_upgrade: false,
+            no_upgrades: false,
         },
         ..Default::default()
     };
@@ -982,17 +991,21 @@ fn upgrades_stream_the_bundle_and_show_the_slots() {
         )
         .unwrap()
     };
-    let double = |name: &str, refuse_upgrade: bool| Double {
+    let double = |name: &str, refuse_upgrade: bool, no_upgrades: bool| Double {
         behaviour: Behaviour {
             hostname: name.into(),
             refuse_services: false,
             refuse_upgrade,
+            no_upgrades,
         },
         ..Default::default()
     };
-    let (a, b) = (double("node-a", false), double("node-b", true));
+    let a = double("node-a", false, false);
+    let b = double("node-b", true, false);
+    let old = double("node-old", false, true);
     let addr_a = lab.node(&a, server_tls(), Mode::Mutual).to_string();
     let addr_b = lab.node(&b, server_tls(), Mode::Mutual).to_string();
+    let addr_old = lab.node(&old, server_tls(), Mode::Mutual).to_string();
     let contexts = secrets.join("nodectl.yaml");
     let text = std::fs::read_to_string(&contexts).unwrap();
     std::fs::write(
@@ -1088,6 +1101,28 @@ fn upgrades_stream_the_bundle_and_show_the_slots() {
     assert_eq!(v["rebooting"], false);
     assert_eq!(v["bytes"], size as u64);
     assert!(a.upgrades.lock().unwrap()[1].options.no_reboot);
+
+    // On a terminal (a pty from util-linux `script`, when installed): the
+    // bar redrawn in place, ending at 100%.
+    if Path::new("/usr/bin/script").exists() {
+        let cmd = format!(
+            "'{}' --contexts '{ctx}' upgrade -f '{good_s}' --stage",
+            env!("CARGO_BIN_EXE_nodectl")
+        );
+        let o = Command::new("/usr/bin/script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+        let tty = out(&o);
+        assert!(tty.contains("\r["), "{tty:?}");
+        assert!(tty.contains(&format!("[{}] ", "#".repeat(30))), "{tty:?}");
+        assert!(tty.contains("(100%)"), "{tty:?}");
+        assert!(!tty.contains("sent "), "{tty:?}");
+    } else {
+        eprintln!("no /usr/bin/script: the terminal progress bar is not checked");
+    }
 
     // Refused locally, no call: a --pubkey that did not sign it, a file
     // that is not a bundle, an empty file, a truncated bundle.
@@ -1268,6 +1303,24 @@ fn upgrades_stream_the_bundle_and_show_the_slots() {
     let o = nodectl(&["--contexts", ctx, "-o", "json", "version"]);
     let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
     assert_eq!(v["defaultSlot"], "A");
+    // A node without UpgradeStatus: version and health as before, no error.
+    let o = nodectl(&["--contexts", ctx, "-n", &addr_old, "version"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(err(&o).is_empty(), "{}", err(&o));
+    assert!(out(&o).contains("node-old"), "{}", out(&o));
+    assert!(!out(&o).contains("default slot"), "{}", out(&o));
+    let o = nodectl(&["--contexts", ctx, "-n", &addr_old, "-o", "json", "health"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert!(v.get("upgradeRolledBack").is_none(), "{v}");
+    assert_eq!(
+        old.calls(),
+        ["Version", "UpgradeStatus", "Health", "UpgradeStatus"]
+    );
+    let o = nodectl(&["--contexts", ctx, "-n", &addr_old, "upgrade", "status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("Unimplemented"), "{}", err(&o));
+
     let o = nodectl(&["--contexts", ctx, "health"]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert!(
