@@ -575,6 +575,14 @@ mod tests {
         std::fs::write(&pub_file, format!("{}\n", key.public_base64())).unwrap();
         let ids = trusted_keys(pub_file.to_str().unwrap()).unwrap().ids();
         assert_eq!(ids, vec![key.key_id()]);
+        // The private key file `nodectl gen secrets` writes.
+        let generated = crate::secrets::UpgradeSigningKey::generate().unwrap();
+        let key_file = dir.path().join("upgrade-signing.key");
+        std::fs::write(&key_file, generated.to_pkcs8_pem().unwrap()).unwrap();
+        let from_private = trusted_keys(key_file.to_str().unwrap()).unwrap().ids();
+        let from_public = trusted_keys(&generated.public_base64()).unwrap().ids();
+        assert_eq!(from_private, from_public);
+        assert_ne!(from_private, ids);
         let e = trusted_keys("no-such-file-nor-key")
             .unwrap_err()
             .to_string();
