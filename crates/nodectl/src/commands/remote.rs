@@ -232,7 +232,14 @@ fn health_table(h: &HealthView) -> String {
     for p in &h.boot_problems {
         out.push_str(&format!("boot problem: {p}\n"));
     }
-    if let Some(why) = &h.upgrade_rolled_back {
+    // A node announces a fresh rollback as a boot problem itself: the
+    // line is only for later boots (the outcome stays until the next
+    // upgrade).
+    let announced = h
+        .boot_problems
+        .iter()
+        .any(|p| p.contains("upgrade rolled back"));
+    if let (Some(why), false) = (&h.upgrade_rolled_back, announced) {
         out.push_str(&format!("upgrade rolled back: {why}\n"));
     }
     if h.maintenance {
@@ -1207,4 +1214,37 @@ pub fn read(connect: &ConnectArgs, args: &ReadArgs) -> Result<Status, CliError> 
         crate::commands::emit(&out)?;
     }
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn health_shows_a_rollback_once() {
+        let mut h = HealthView {
+            maintenance: false,
+            services: vec![],
+            phases: vec![],
+            boot_problems: vec![],
+            upgrade_rolled_back: Some("kubelet not healthy within 300s".into()),
+        };
+        assert_eq!(
+            health_table(&h),
+            "SERVICE  STATE  PID  RESTARTS  SINCE  LAST EXIT\n\
+             upgrade rolled back: kubelet not healthy within 300s\n"
+        );
+        h.boot_problems
+            .push("upgrade rolled back (slot B): kubelet not healthy within 300s".into());
+        let t = health_table(&h);
+        assert_eq!(t.matches("rolled back").count(), 1, "{t}");
+        assert!(
+            t.contains("boot problem: upgrade rolled back (slot B)"),
+            "{t}"
+        );
+        h.upgrade_rolled_back = None;
+        h.boot_problems.clear();
+        assert!(!health_table(&h).contains("rolled back"));
+    }
 }
