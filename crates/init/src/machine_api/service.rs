@@ -557,10 +557,11 @@ impl Machine for MachineService {
     ) -> Result<Response<UpgradeResponse>, Status> {
         let who = caller(&req);
         let mut stream = req.into_inner();
-        let options = match stream.message().await {
+        let (options, first) = match stream.message().await {
             Ok(Some(UpgradeRequest {
-                options: Some(o), ..
-            })) => o,
+                options: Some(o),
+                chunk,
+            })) => (o, chunk),
             Ok(_) => {
                 return Err(Status::invalid_argument(
                     "options: the first message must carry the upgrade options",
@@ -569,10 +570,11 @@ impl Machine for MachineService {
             Err(e) => return Err(Status::invalid_argument(format!("upload: {e}"))),
         };
         let no_reboot = options.no_reboot;
-        let chunks = stream.map(|m| {
+        // Bytes sent along with the options are the bundle's first bytes.
+        let chunks = tokio_stream::once(Ok(first)).chain(stream.map(|m| {
             m.map(|r| r.chunk)
                 .map_err(|e| format!("upload stream: {}", e.message()))
-        });
+        }));
         let reply = crate::upgrade::upgrade(&self.node, &who, options, chunks)
             .await
             .map_err(upgrade_status)?;

@@ -24,6 +24,9 @@ static SESSION: Mutex<()> = Mutex::new(());
 /// Why the EFI partition could not be mounted.
 #[derive(Debug, thiserror::Error)]
 pub enum EfiError {
+    /// Another operation holds the partition.
+    #[error("the EFI partition is in use by another upgrade operation")]
+    Busy,
     /// No partition named EFI.
     #[error("partition {EFI_PARTITION} not found (by GPT name in /sys/class/block)")]
     NotFound,
@@ -90,7 +93,20 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
 /// Mounts the EFI partition read-write for one operation (blocking: waits
 /// for another session to end).
 pub fn mount() -> Result<EfiSession, EfiError> {
-    let one = exclusive();
+    mount_with(exclusive())
+}
+
+/// Like [`mount`], but [`EfiError::Busy`] at once while another session
+/// (an upload, for one) holds the partition.
+pub fn try_mount() -> Result<EfiSession, EfiError> {
+    match SESSION.try_lock() {
+        Ok(g) => mount_with(g),
+        Err(std::sync::TryLockError::Poisoned(p)) => mount_with(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => Err(EfiError::Busy),
+    }
+}
+
+fn mount_with(one: MutexGuard<'static, ()>) -> Result<EfiSession, EfiError> {
     let part = crate::partitions::find(
         Path::new("/sys/class/block"),
         Path::new("/dev"),

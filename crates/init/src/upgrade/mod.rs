@@ -324,19 +324,24 @@ pub async fn status(node: &NodeCtl) -> Result<api::v1::UpgradeStatusResponse, Up
         let rec = StateFile::node()
             .load()
             .map_err(|e| UpgradeError::Internal(e.to_string()))?;
-        let env = efi::mount()
+        // Never wait for an upload to end: while one holds the EFI
+        // partition, GRUB's choice is the one last seen.
+        static SEEN: std::sync::Mutex<(Option<Slot>, Option<Slot>)> =
+            std::sync::Mutex::new((None, None));
+        let env = efi::try_mount()
             .map_err(|e| e.to_string())
             .and_then(|s| grubenv::read(&s.grubenv()).map_err(|e| e.to_string()));
-        let (default, next_entry) = match &env {
-            Ok(env) => (
-                env.get("default").and_then(Slot::parse),
-                env.get("next_entry").and_then(Slot::parse),
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "grubenv not read for the upgrade status");
-                (None, None)
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        match &env {
+            Ok(env) => {
+                *seen = (
+                    env.get("default").and_then(Slot::parse),
+                    env.get("next_entry").and_then(Slot::parse),
+                )
             }
-        };
+            Err(e) => tracing::warn!(error = %e, "grubenv not read for the upgrade status"),
+        }
+        let (default, next_entry) = *seen;
         Ok(status_of(&rec, booted, &running, default, next_entry))
     })
     .await
@@ -583,8 +588,7 @@ async fn health_gate(node: NodeCtl, cfg: Option<Arc<MachineConfig>>, trial: Pend
         })
         .await;
     }
-    let mut stable: Option<(Instant, BTreeMap<String, u32>)> = None;
-    let mut last_problem = String::from("not checked yet");
+    let mut gate = Gate::default();
     loop {
         if node.shutting_down() {
             tracing::info!("upgrade health gate stopped: the node is shutting down");
@@ -592,36 +596,101 @@ async fn health_gate(node: NodeCtl, cfg: Option<Arc<MachineConfig>>, trial: Pend
         }
         let cfg_now = node.config().or_else(|| cfg.clone());
         let (healthy_after, timeout, kubelet) = gate_timing(cfg_now.as_deref());
-        match check_health(&node.sup.status(), &required_services(kubelet)) {
-            Ok(restarts) => match &stable {
-                Some((since, r)) if *r == restarts => {
-                    if since.elapsed() >= healthy_after {
-                        commit(&node, &trial, healthy_after).await;
-                        return;
-                    }
-                }
-                _ => stable = Some((Instant::now(), restarts)),
-            },
-            Err(problem) => {
-                stable = None;
-                last_problem = problem;
+        let health = check_health(&node.sup.status(), &required_services(kubelet));
+        let since_boot = Duration::from_millis(crate::sys::since_kernel_ms());
+        match gate.observe(health, since_boot, healthy_after, timeout) {
+            Verdict::Wait => {}
+            Verdict::Commit => {
+                commit(&node, &trial, healthy_after).await;
+                return;
+            }
+            Verdict::GiveUp(reason) => {
+                give_up(&node, &trial, reason).await;
+                return;
             }
         }
-        let since_boot = Duration::from_millis(crate::sys::since_kernel_ms());
-        if since_boot >= timeout {
-            let reason = match &stable {
-                Some((since, _)) => format!(
-                    "not healthy within healthTimeout {}s: services running for only {}s of the {}s needed (last problem: {last_problem})",
-                    timeout.as_secs(),
-                    since.elapsed().as_secs(),
-                    healthy_after.as_secs()
-                ),
-                None => format!("not healthy within healthTimeout {}s: {last_problem}", timeout.as_secs()),
-            };
-            give_up(&node, &trial, reason).await;
-            return;
-        }
         tokio::time::sleep(GATE_TICK).await;
+    }
+}
+
+/// What the gate concludes from one look at the services.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Not yet.
+    Wait,
+    /// Healthy for long enough: commit.
+    Commit,
+    /// Not healthy by the timeout: roll back, with this reason.
+    GiveUp(String),
+}
+
+/// The health gate's memory between looks (pure; times are since boot).
+#[derive(Debug)]
+struct Gate {
+    /// Since when every service has run, with their restart counts then.
+    stable: Option<(Duration, BTreeMap<String, u32>)>,
+    /// The last thing found wrong.
+    last_problem: String,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            stable: None,
+            last_problem: "no service checked yet".to_string(),
+        }
+    }
+}
+
+impl Gate {
+    /// One look: `health` from [`check_health`] at `now` (since boot).
+    fn observe(
+        &mut self,
+        health: Result<BTreeMap<String, u32>, String>,
+        now: Duration,
+        healthy_after: Duration,
+        timeout: Duration,
+    ) -> Verdict {
+        match health {
+            Ok(restarts) => match &self.stable {
+                Some((since, r)) if *r == restarts => {
+                    if now.saturating_sub(*since) >= healthy_after {
+                        return Verdict::Commit;
+                    }
+                }
+                Some((_, r)) => {
+                    let restarted: Vec<&str> = restarts
+                        .iter()
+                        .filter(|(k, v)| r.get(*k) != Some(*v))
+                        .map(|(k, _)| k.as_str())
+                        .collect();
+                    self.last_problem = format!("{} restarted", restarted.join(", "));
+                    self.stable = Some((now, restarts));
+                }
+                None => self.stable = Some((now, restarts)),
+            },
+            Err(problem) => {
+                self.stable = None;
+                self.last_problem = problem;
+            }
+        }
+        if now < timeout {
+            return Verdict::Wait;
+        }
+        Verdict::GiveUp(match &self.stable {
+            Some((since, _)) => format!(
+                "not healthy within healthTimeout {}s: services running for only {}s of the {}s needed (last problem: {})",
+                timeout.as_secs(),
+                now.saturating_sub(*since).as_secs(),
+                healthy_after.as_secs(),
+                self.last_problem
+            ),
+            None => format!(
+                "not healthy within healthTimeout {}s: {}",
+                timeout.as_secs(),
+                self.last_problem
+            ),
+        })
     }
 }
 
@@ -791,6 +860,81 @@ mod tests {
             ("rolled-back", "kubelet never ran", 9)
         );
         assert_eq!(s.slots[1].state, "invalid");
+    }
+
+    fn ok(pairs: &[(&str, u32)]) -> Result<BTreeMap<String, u32>, String> {
+        Ok(pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+    }
+
+    #[test]
+    fn the_gate_commits_after_healthy_after_without_a_restart() {
+        let s = Duration::from_secs;
+        let mut g = Gate::default();
+        let healthy = ok(&[("apid", 0), ("containerd", 0), ("kubelet", 0)]);
+        assert_eq!(
+            g.observe(healthy.clone(), s(30), s(60), s(300)),
+            Verdict::Wait
+        );
+        assert_eq!(
+            g.observe(healthy.clone(), s(89), s(60), s(300)),
+            Verdict::Wait
+        );
+        assert_eq!(g.observe(healthy, s(90), s(60), s(300)), Verdict::Commit);
+    }
+
+    #[test]
+    fn a_restart_or_a_failure_starts_the_healthy_period_again() {
+        let s = Duration::from_secs;
+        let mut g = Gate::default();
+        assert_eq!(
+            g.observe(ok(&[("kubelet", 0)]), s(10), s(60), s(300)),
+            Verdict::Wait
+        );
+        // kubelet restarted between two looks: still Running, count moved.
+        assert_eq!(
+            g.observe(ok(&[("kubelet", 1)]), s(50), s(60), s(300)),
+            Verdict::Wait
+        );
+        assert_eq!(
+            g.observe(ok(&[("kubelet", 1)]), s(80), s(60), s(300)),
+            Verdict::Wait
+        );
+        assert_eq!(
+            g.observe(ok(&[("kubelet", 1)]), s(110), s(60), s(300)),
+            Verdict::Commit
+        );
+        let mut g = Gate::default();
+        g.observe(ok(&[("kubelet", 0)]), s(10), s(60), s(300));
+        g.observe(Err("kubelet is backing-off".into()), s(40), s(60), s(300));
+        assert_eq!(
+            g.observe(ok(&[("kubelet", 1)]), s(71), s(60), s(300)),
+            Verdict::Wait
+        );
+    }
+
+    #[test]
+    fn the_gate_gives_up_at_the_timeout_naming_the_last_problem() {
+        let s = Duration::from_secs;
+        let mut g = Gate::default();
+        g.observe(
+            Err("kubelet is backing-off (exit code 1), restarts=3".into()),
+            s(100),
+            s(60),
+            s(300),
+        );
+        match g.observe(Err("kubelet is backing-off (exit code 1), restarts=9".into()), s(300), s(60), s(300)) {
+            Verdict::GiveUp(r) => assert_eq!(
+                r,
+                "not healthy within healthTimeout 300s: kubelet is backing-off (exit code 1), restarts=9"
+            ),
+            v => panic!("{v:?}"),
+        }
+        let mut g = Gate::default();
+        g.observe(ok(&[("kubelet", 0)]), s(280), s(60), s(300));
+        match g.observe(ok(&[("kubelet", 0)]), s(301), s(60), s(300)) {
+            Verdict::GiveUp(r) => assert!(r.contains("running for only 21s of the 60s"), "{r}"),
+            v => panic!("{v:?}"),
+        }
     }
 
     #[test]
