@@ -275,14 +275,6 @@ pub fn check_target(
             target.slot
         )));
     }
-    let env =
-        grubenv::read(&efi.grubenv()).map_err(|e| InstallError::Precondition(e.to_string()))?;
-    if env.get("default") == Some(target.slot.as_str()) {
-        return Err(InstallError::Precondition(format!(
-            "slot {} is GRUB's default (the fallback while slot {} is on trial): it is not overwritten; wait for the trial to be committed or roll back first",
-            target.slot, target.booted
-        )));
-    }
     let rec = state
         .load()
         .map_err(|e| InstallError::Precondition(e.to_string()))?;
@@ -290,6 +282,14 @@ pub fn check_target(
         return Err(InstallError::Precondition(format!(
             "slot {} (version {}) is on trial, its health gate is pending: wait for it to be committed or rolled back",
             t.slot, t.version
+        )));
+    }
+    let env =
+        grubenv::read(&efi.grubenv()).map_err(|e| InstallError::Precondition(e.to_string()))?;
+    if env.get("default") == Some(target.slot.as_str()) {
+        return Err(InstallError::Precondition(format!(
+            "slot {} is GRUB's default (what boots if slot {} fails): an upgrade never overwrites it; reboot into it first, or wait until the running slot is committed",
+            target.slot, target.booted
         )));
     }
     Ok(())
@@ -548,7 +548,11 @@ mod tests {
         };
         let efi = EfiSession::at(&f.efi_dir);
         let e = check_target(&on_b, &efi, &f.state).unwrap_err().to_string();
-        assert!(e.contains("default"), "{e}");
+        assert!(e.contains("is on trial"), "{e}");
+        // Nor, with the trial gone, over GRUB's default.
+        f.state.update(|r| r.trial = None).unwrap();
+        let e = check_target(&on_b, &efi, &f.state).unwrap_err().to_string();
+        assert!(e.contains("slot A is GRUB's default"), "{e}");
     }
 
     #[test]
