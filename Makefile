@@ -15,7 +15,7 @@ TARGET := x86_64-unknown-linux-gnu
 NODE_BIN := target/$(TARGET)/release
 CONFIG ?=
 
-.PHONY: help deps node-binaries kube image bundle demo test unit scenarios bench fuzz lint clean
+.PHONY: help deps node-binaries kube image image-v2 bundle demo test unit scenarios bench fuzz lint clean
 
 help:
 	@echo "make demo   - build the image, boot a node in QEMU, show it healthy, shut it down"
@@ -68,7 +68,14 @@ bundle: image
 unit:
 	$(CARGO) test --workspace --locked
 
-scenarios: image
+# The upgrade scenario's second image: same inputs, another version
+# (out/v2/boot holds the payloads the test signs into bundles).
+V2_VERSION := 0.2.0-upgrade-test
+image-v2: image
+	$(CARGO) run --locked -q -p image-build -- disk --out $(OUT)/v2 --node-bin $(NODE_BIN) \
+	  --kubernetes $(OUT)/kubernetes --version $(V2_VERSION)
+
+scenarios: image image-v2
 	$(CARGO) test --locked -p keelson-tests -- --ignored --test-threads=1 --nocapture
 
 test: deps kube unit scenarios

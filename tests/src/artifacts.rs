@@ -52,6 +52,17 @@ pub fn disk_image() -> Result<PathBuf, MissingArtifact> {
     )
 }
 
+/// `out/v2/boot/`: kernel, initramfs and root squashfs of the upgrade
+/// scenario's second image (`make image-v2`), and its `out/v2/version.json`.
+pub fn v2_boot_dir() -> Result<PathBuf, MissingArtifact> {
+    require(
+        "the second image's boot payloads",
+        out_dir().join("v2/boot/rootfs.squashfs"),
+        "run `make image-v2` first",
+    )
+    .map(|p| p.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
 /// `out/version.json`, the image's version manifest.
 pub fn version_manifest() -> Result<PathBuf, MissingArtifact> {
     require(

@@ -327,7 +327,9 @@ pub fn test_pod_yaml(name: &str, node: &str) -> String {
 
 /// A Deployment of `replicas` busybox pods labelled `app: NAME` that exit
 /// on SIGTERM, placed by the scheduler (so a cordoned node gets none), with
-/// a PodDisruptionBudget keeping `min_available` of them.
+/// a PodDisruptionBudget keeping `min_available` of them. The pods tolerate
+/// the taint of the test node's config (examples/node.yaml's
+/// `example.com/dedicated`), not `node.kubernetes.io/unschedulable`.
 pub fn deployment_with_budget_yaml(name: &str, replicas: u32, min_available: u32) -> String {
     format!(
         r#"apiVersion: apps/v1
@@ -347,6 +349,9 @@ spec:
     spec:
       automountServiceAccountToken: false
       terminationGracePeriodSeconds: 5
+      tolerations:
+      - key: example.com/dedicated
+        operator: Exists
       containers:
       - name: main
         image: keelson.local/busybox:1

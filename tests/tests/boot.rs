@@ -369,6 +369,9 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
         1,
         "the budget allows one web eviction: {drain}"
     );
+    // Left at the deadline: the web pod and the writer the budgets
+    // protect (refused until the end), and any evicted pod kubelet had not
+    // finished stopping yet (under TCG that can outlast a short drain).
     let left: Vec<(String, String)> = drain["left"]
         .as_array()
         .unwrap()
@@ -380,15 +383,21 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
             )
         })
         .collect();
-    assert_eq!(
-        left.len(),
-        2,
-        "one web pod and the writer are left: {drain}"
+    let protected: Vec<&str> = left
+        .iter()
+        .filter(|(_, reason)| reason.contains("disruption budget"))
+        .map(|(pod, _)| pod.as_str())
+        .collect();
+    assert_eq!(protected.len(), 2, "one web pod and the writer: {drain}");
+    assert!(protected.contains(&"default/writer"), "{drain}");
+    assert!(
+        protected.iter().any(|p| p.starts_with("default/web-")),
+        "{drain}"
     );
     for (pod, reason) in &left {
         assert!(
-            (pod.starts_with("default/web-") || pod == "default/writer")
-                && reason.contains("disruption budget"),
+            reason.contains("disruption budget")
+                || (evicted.contains(&pod.as_str()) && reason.contains("still terminating")),
             "{pod}: {reason}"
         );
     }

@@ -127,11 +127,13 @@ pub struct ShutdownReport {
 
 impl ShutdownReport {
     /// Whether `force` was asked or any step was forced or timed out.
+    /// A drain that ran out of time forced nothing on the node (its pods
+    /// are stopped by the steps after it), so it does not count.
     pub fn anything_forced(force: bool, steps: &[StepRecord]) -> bool {
         force
-            || steps
-                .iter()
-                .any(|s| matches!(s.outcome, Outcome::Forced | Outcome::TimedOut))
+            || steps.iter().any(|s| {
+                s.name != "drain" && matches!(s.outcome, Outcome::Forced | Outcome::TimedOut)
+            })
     }
 }
 
