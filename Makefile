@@ -103,6 +103,10 @@ bench: image
 	  --boots 3 --pods 0,3,10 --only direct,peer
 	printf "\n" >> bench/results.md
 	cat bench/.apid.md >> bench/results.md
+	# Bundle reader throughput on the host (issue 7; the on-node figure
+	# against dd is still to be measured).
+	printf "\n" >> bench/results.md
+	$(CARGO) run --release --locked -q -p bundle --example throughput >> bench/results.md
 	rm -rf bench/.parse.md bench/.apid.md bench/.peer-inputs bench/.peer-dir
 	@echo "wrote bench/results.md"
 

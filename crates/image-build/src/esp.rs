@@ -46,7 +46,10 @@ pub const GRUB_MODULES: &[&str] = &[
 /// grub.cfg: serial console, `default` from grubenv (the good slot), a
 /// one-shot `next_entry` (the trial slot) cleared before it boots, with the
 /// good slot as `fallback` so a trial kernel GRUB cannot load falls back in
-/// the same boot.
+/// the same boot. `fallback` is the slot's entry number (A is entry 0, B
+/// entry 1), the form every GRUB 2 reads: with the id instead, this image's
+/// GRUB 2.06 did not fall back (measured in the upgrade scenario: it
+/// stopped at "Failed to boot both default and fallback entries").
 pub fn grub_cfg() -> String {
     let mut s = String::from(
         "# Keelson A/B boot. grubenv holds `default` (the good slot) and an\n\
@@ -59,7 +62,7 @@ pub fn grub_cfg() -> String {
          set default=A\n\
          load_env\n\
          if [ -n \"${next_entry}\" ]; then\n\
-         \x20 set fallback=\"${default}\"\n\
+         \x20 if [ \"${default}\" = B ]; then set fallback=1; else set fallback=0; fi\n\
          \x20 set default=\"${next_entry}\"\n\
          \x20 set next_entry=\n\
          \x20 save_env next_entry\n\
@@ -209,19 +212,21 @@ mod tests {
         // is switched to the trial, and before the one-shot is saved.
         let branch = cfg.find("if [ -n \"${next_entry}\" ]; then").unwrap();
         let branch_end = branch + cfg[branch..].find("\nfi\n").unwrap();
-        let fallback = cfg.find("set fallback=\"${default}\"").unwrap();
+        let fallback = cfg
+            .find("if [ \"${default}\" = B ]; then set fallback=1; else set fallback=0; fi")
+            .unwrap();
         let switch = cfg.find("set default=\"${next_entry}\"").unwrap();
         assert!(branch < fallback && fallback < switch && switch < save && save < branch_end);
         assert_eq!(
-            cfg.matches("fallback").count(),
+            cfg.matches("set fallback=").count(),
             2,
-            "comment + one set: {cfg}"
+            "only the trial branch sets it: {cfg}"
         );
     }
 
     /// Runs grub.cfg's boot-selection lines (from `set default=A` to the
-    /// menu) as sh, `set X=Y` rewritten to `X=Y` (the `if [ -n ... ]` test
-    /// means the same in both), with grubenv holding `saved_default` and
+    /// menu) as sh, every `set X=Y` rewritten to `X=Y` (the `if [ ... ]`
+    /// tests mean the same in both), with grubenv holding `saved_default` and
     /// `next_entry`; returns (default, fallback, next_entry) as the menu
     /// sees them.
     fn select(saved_default: &str, next_entry: &str) -> (String, String, String) {
@@ -231,8 +236,7 @@ mod tests {
         let body: String = cfg[start..end]
             .lines()
             .map(|l| {
-                let t = l.trim_start();
-                format!("{}\n", t.strip_prefix("set ").unwrap_or(t))
+                format!("{}\n", l.trim_start().replace("set ", ""))
             })
             .collect();
         let script = format!(
@@ -257,9 +261,10 @@ mod tests {
     fn a_trial_boot_falls_back_to_the_good_slot_and_a_normal_boot_has_no_fallback() {
         let s = |x: &str| x.to_owned();
         // Good slot A, trial B: boot B, fall back to A, one-shot cleared.
-        assert_eq!(select("A", "B"), (s("B"), s("A"), s("")));
+        // (`fallback` is the entry number: A is 0, B is 1.)
+        assert_eq!(select("A", "B"), (s("B"), s("0"), s("")));
         // Good slot B (after an upgrade), trial A.
-        assert_eq!(select("B", "A"), (s("A"), s("B"), s("")));
+        assert_eq!(select("B", "A"), (s("A"), s("1"), s("")));
         // No trial: the good slot, no fallback.
         assert_eq!(select("B", ""), (s("B"), s(""), s("")));
     }
