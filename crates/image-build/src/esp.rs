@@ -235,9 +235,7 @@ mod tests {
         let end = cfg.find("set timeout").unwrap();
         let body: String = cfg[start..end]
             .lines()
-            .map(|l| {
-                format!("{}\n", l.trim_start().replace("set ", ""))
-            })
+            .map(|l| format!("{}\n", l.trim_start().replace("set ", "")))
             .collect();
         let script = format!(
             "fallback=\nload_env() {{ default={saved_default}; next_entry={next_entry}; }}\n\

@@ -238,6 +238,37 @@ impl Machine for Upstream {
         self.record("LastShutdown", &req);
         Ok(Response::new(LastShutdownResponse::default()))
     }
+    /// Counts the uploaded bytes (the first message carries options only),
+    /// so a test sees a client stream pass through apid whole.
+    async fn upgrade(
+        &self,
+        req: Request<tonic::Streaming<UpgradeRequest>>,
+    ) -> Result<Response<UpgradeResponse>, Status> {
+        self.record("Upgrade", &req);
+        let mut stream = req.into_inner();
+        let mut bytes = 0u64;
+        while let Some(msg) = stream.message().await? {
+            bytes += msg.chunk.len() as u64;
+        }
+        Ok(Response::new(UpgradeResponse {
+            bytes,
+            ..Default::default()
+        }))
+    }
+    async fn rollback(
+        &self,
+        req: Request<RollbackRequest>,
+    ) -> Result<Response<UpgradeResponse>, Status> {
+        self.record("Rollback", &req);
+        Ok(Response::new(UpgradeResponse::default()))
+    }
+    async fn upgrade_status(
+        &self,
+        req: Request<UpgradeStatusRequest>,
+    ) -> Result<Response<UpgradeStatusResponse>, Status> {
+        self.record("UpgradeStatus", &req);
+        Ok(Response::new(UpgradeStatusResponse::default()))
+    }
 }
 
 /// A CA with a node certificate and one client certificate per role.
