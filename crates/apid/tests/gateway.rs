@@ -141,6 +141,30 @@ async fn call_everything(
             "LastShutdown",
             code(c.last_shutdown(LastShutdownRequest::default()).await),
         ),
+        (
+            "Upgrade",
+            code(
+                c.upgrade(tokio_stream::iter(vec![
+                    UpgradeRequest {
+                        options: Some(UpgradeOptions::default()),
+                        chunk: Vec::new(),
+                    },
+                    UpgradeRequest {
+                        options: None,
+                        chunk: vec![7; 1000],
+                    },
+                ]))
+                .await,
+            ),
+        ),
+        (
+            "Rollback",
+            code(c.rollback(RollbackRequest::default()).await),
+        ),
+        (
+            "UpgradeStatus",
+            code(c.upgrade_status(UpgradeStatusRequest::default()).await),
+        ),
     ]
 }
 
