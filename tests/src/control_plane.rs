@@ -597,6 +597,48 @@ impl ControlPlane {
     }
 
     /// Stops every component (scheduler first, etcd last).
+    /// The token the token controller put in the ServiceAccount token
+    /// Secret `namespace/name` (decoded), waiting up to `timeout` for it.
+    pub fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<String, ControlPlaneError> {
+        use base64::Engine as _;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let data = self
+                .kubectl(&[
+                    "-n",
+                    namespace,
+                    "get",
+                    "secret",
+                    name,
+                    "-o",
+                    "jsonpath={.data.token}",
+                ])
+                .unwrap_or_default();
+            if !data.trim().is_empty() {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data.trim())
+                    .map_err(|e| ControlPlaneError::Json {
+                        what: format!("secret {namespace}/{name}"),
+                        reason: e.to_string(),
+                    })?;
+                return Ok(String::from_utf8_lossy(&bytes).into_owned());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(ControlPlaneError::Timeout {
+                    what: format!("a token in secret {namespace}/{name}"),
+                    waited: timeout,
+                    last: "no token yet".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
     /// Stops one component (`kube-apiserver`, ...), leaving the others
     /// running: a scenario's way to make the API server unreachable.
     pub fn stop_component(&mut self, name: &str) -> bool {

@@ -240,31 +240,14 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
     let role = nodectl.run(None, &["gen", "drain-role", "--node", NODE]);
     assert_eq!(role.code, 0, "{role:?}");
     cluster.cp.create(&role.stdout).unwrap();
-    let token = {
-        let mut token = String::new();
-        wait_until("the drain token", Duration::from_secs(60), || {
-            token = cluster
-                .cp
-                .kubectl(&[
-                    "-n",
-                    "kube-system",
-                    "get",
-                    "secret",
-                    "keelson-drain-token",
-                    "-o",
-                    "jsonpath={.data.token}",
-                ])
-                .unwrap_or_default();
-            !token.trim().is_empty()
-        });
-        use base64::Engine as _;
-        String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(token.trim())
-                .unwrap(),
+    let token = cluster
+        .cp
+        .service_account_token(
+            "kube-system",
+            "keelson-drain-token",
+            Duration::from_secs(60),
         )
-        .unwrap()
-    };
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut with_drain = cluster.config.clone();
     with_drain.kubernetes = Some(machine_config::schema::Kubernetes {
         endpoint: None,

@@ -91,28 +91,13 @@ fn drain_cordons_evicts_within_budgets_and_skips_cleanly_when_it_cannot() {
         "role.yaml",
         &String::from_utf8(role.stdout).unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let token = loop {
-        let t = cp
-            .kubectl(&[
-                "-n",
-                "kube-system",
-                "get",
-                "secret",
-                "keelson-drain-token",
-                "-o",
-                "jsonpath={.data.token}",
-            ])
-            .unwrap_or_default();
-        if !t.trim().is_empty() {
-            break String::from_utf8(base64_decode(t.trim())).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the token controller never filled the drain token"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    };
+    let token = cp
+        .service_account_token(
+            "kube-system",
+            "keelson-drain-token",
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // Two pods bound to the node, and a finished one the drain leaves be.
     apply(&cp, dir.path(), "web-1.yaml", &pod("web-1", "web"));
@@ -231,9 +216,4 @@ fn drain_cordons_evicts_within_budgets_and_skips_cleanly_when_it_cannot() {
         "the skip took {:?}",
         started.elapsed()
     );
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }

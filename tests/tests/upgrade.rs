@@ -3,7 +3,7 @@
 //! the operator's key from `nodectl gen secrets`, made here from the second
 //! image `make image-v2` builds (another version string).
 //!
-//! - A bundle with one flipped rootfs byte and one signed by a key the node
+//! - A bundle with one flipped kernel byte and one signed by a key the node
 //!   does not trust are refused with the reason; the node keeps running v1.
 //! - The good bundle: the node reboots into slot B on trial, runs v2, keeps
 //!   its config and what a pod wrote under /var, commits B after the
@@ -117,13 +117,13 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
     let parts_ref = [parts[0].as_path(), parts[1].as_path(), parts[2].as_path()];
     let good = make_bundle(&host.path().join("v2.bundle"), &key, V2, parts_ref);
 
-    // (1) Refusals: a flipped payload byte, an untrusted signer. Nothing
-    // changes: still v1 on A.
+    // (1) Refusals: a flipped payload byte (1 MiB into the kernel, the
+    // first payload, so the refusal comes early), an untrusted signer.
+    // Nothing changes: still v1 on A.
     let flipped = host.path().join("v2-flipped.bundle");
     {
         let mut bytes = std::fs::read(&good).unwrap();
-        let at = bytes.len() - 4096;
-        bytes[at] ^= 0x40;
+        bytes[1 << 20] ^= 0x40;
         std::fs::write(&flipped, bytes).unwrap();
     }
     let stranger = SigningKey::from_seed([7; 32]);
@@ -133,7 +133,7 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
         V2,
         parts_ref,
     );
-    for (bundle, why) in [(&flipped, "rootfs"), (&foreign, "trust")] {
+    for (bundle, why) in [(&flipped, "kernel"), (&foreign, "trust")] {
         let r = nodectl.run(Some(&admin), &["upgrade", "-f", bundle.to_str().unwrap()]);
         eprintln!("upgrade {}: {r:?}", bundle.display());
         assert_eq!(r.code, 1, "refused: {r:?}");
@@ -188,14 +188,17 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
 
     // (3) A bundle whose kernel GRUB cannot load (signed, so accepted and
     // written to A): the trial boot falls back to B in the same boot, and
-    // the node says the upgrade was rolled back and why.
+    // the node says the upgrade was rolled back and why. (Its other
+    // payloads are small stand-ins: GRUB stops at the kernel.)
     let bad_kernel = host.path().join("not-a-kernel");
     std::fs::write(&bad_kernel, vec![0x5a; 1 << 20]).unwrap();
+    let stand_in = host.path().join("stand-in");
+    std::fs::write(&stand_in, vec![0xa5; 1 << 20]).unwrap();
     let broken = make_bundle(
         &host.path().join("v3-broken.bundle"),
         &key,
         "0.3.0-broken",
-        [&bad_kernel, parts_ref[1], parts_ref[2]],
+        [&bad_kernel, &stand_in, &stand_in],
     );
     let r = nodectl.run(Some(&admin), &["upgrade", "-f", broken.to_str().unwrap()]);
     eprintln!("upgrade (broken kernel): {r:?}");
