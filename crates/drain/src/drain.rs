@@ -258,10 +258,14 @@ pub async fn uncordon(
                     }
                 };
                 return Report {
+                    outcome,
                     reason,
-                    ..Report::skipped("", took())
-                }
-                .with_outcome(outcome);
+                    cordoned_by_us: false,
+                    evicted: Vec::new(),
+                    left: Vec::new(),
+                    skipped: Vec::new(),
+                    took_ms: took(),
+                };
             }
             Ok(_) => "the node is not Ready yet".to_string(),
             Err(e) if e.code() == Some(404) => format!("{e} (kubelet has not registered it yet)"),
@@ -274,12 +278,5 @@ pub async fn uncordon(
             );
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-impl Report {
-    fn with_outcome(mut self, outcome: Outcome) -> Report {
-        self.outcome = outcome;
-        self
     }
 }
