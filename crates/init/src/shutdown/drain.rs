@@ -167,25 +167,13 @@ async fn run_client(
     let finished = loop {
         tokio::select! {
             line = rx.recv() => match line {
-                Some(line) => {
-                    if let Some(p) = protocol::parse_line(&line) {
-                        if let Progress::Done(r) = &p {
-                            report = Some(r.clone());
-                        }
-                        show(&p, &request.node, events).await;
-                    }
-                }
+                Some(line) => report = take(&line, &request.node, events).await.or(report),
                 None => break client.await,
             },
             r = &mut client => {
                 // Lines still buffered were sent before the exit.
                 while let Ok(line) = rx.try_recv() {
-                    if let Some(p) = protocol::parse_line(&line) {
-                        if let Progress::Done(r) = &p {
-                            report = Some(r.clone());
-                        }
-                        show(&p, &request.node, events).await;
-                    }
+                    report = take(&line, &request.node, events).await.or(report);
                 }
                 break r;
             }
@@ -212,6 +200,17 @@ async fn run_client(
             detail: format!("{e}"),
             report: None,
         },
+    }
+}
+
+/// Shows one output line (a stray non-progress line is ignored); the
+/// report when it is the last one.
+async fn take(line: &str, node: &str, events: Option<&EventBus>) -> Option<protocol::Report> {
+    let p = protocol::parse_line(line)?;
+    show(&p, node, events).await;
+    match p {
+        Progress::Done(r) => Some(r),
+        _ => None,
     }
 }
 
