@@ -12,7 +12,9 @@ use kube::api::{Api, EvictParams, ListParams};
 use tokio::time::Instant;
 
 use crate::error::DrainError;
-use crate::protocol::{Outcome, PodNote, Progress, Report, Request};
+use crate::protocol::{
+    Outcome, PodNote, Progress, Report, Request, ALREADY_SCHEDULABLE, NOT_KEELSONS_CORDON,
+};
 use crate::{access, node, pods};
 
 /// Bounds of a drain.
@@ -238,15 +240,9 @@ pub async fn uncordon(
         let last = match node::get(&nodes, &request.node, deadline).await {
             Ok(n) if node::is_ready(&n) => {
                 let (outcome, reason) = if !node::is_cordoned(&n) {
-                    (Outcome::Done, Some("already schedulable".to_string()))
+                    (Outcome::Done, Some(ALREADY_SCHEDULABLE.to_string()))
                 } else if !node::cordoned_by_keelson(&n) {
-                    (
-                        Outcome::Skipped,
-                        Some(
-                            "cordoned by someone else (no keelson annotation): left cordoned"
-                                .into(),
-                        ),
-                    )
+                    (Outcome::Skipped, Some(NOT_KEELSONS_CORDON.to_string()))
                 } else {
                     match node::uncordon(&nodes, &request.node).await {
                         Ok(()) => {

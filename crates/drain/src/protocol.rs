@@ -12,6 +12,15 @@ pub const CORDON_ANNOTATION: &str = "keelson.dev/cordoned-by";
 /// The value of [`CORDON_ANNOTATION`].
 pub const CORDON_OWNER: &str = "keelson-drain";
 
+/// The uncordon's reason when the node was schedulable already (someone
+/// uncordoned it): nothing left to undo.
+pub const ALREADY_SCHEDULABLE: &str = "already schedulable";
+
+/// The uncordon's reason when the node is cordoned without Keelson's
+/// annotation: not Keelson's cordon to undo.
+pub const NOT_KEELSONS_CORDON: &str =
+    "cordoned by someone else (no keelson annotation): left cordoned";
+
 /// The request init hands `keelson-drain` (a 0600 file on /run): which node,
 /// and how to reach and authenticate to its API server. Either a kubeconfig,
 /// or an endpoint with a CA and a bearer token.

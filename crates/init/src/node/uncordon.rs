@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::drain::protocol;
 use machine_config::MachineConfig;
 
 use super::NodeCtl;
@@ -41,9 +42,12 @@ pub async fn after_boot(node: NodeCtl, cfg: Arc<MachineConfig>) {
         .and_then(|r| r.reason.clone())
         .unwrap_or_else(|| r.detail.clone());
     // Done, or a cordon that is not ours any more: the record has served.
+    let reason = r.report.as_ref().and_then(|r| r.reason.as_deref());
     let settled = r.outcome == Outcome::Ok
-        || detail.contains("cordoned by someone else")
-        || detail.contains("already schedulable");
+        || matches!(
+            reason,
+            Some(protocol::ALREADY_SCHEDULABLE | protocol::NOT_KEELSONS_CORDON)
+        );
     crate::console::marker(&format!(
         "uncordon done outcome={} settled={settled} detail={detail:?}",
         r.outcome
