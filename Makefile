@@ -12,10 +12,13 @@ OUT := out
 # initramfs; the root carries only what Debian's packages need).
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
 TARGET := x86_64-unknown-linux-gnu
-NODE_BIN := target/$(TARGET)/release
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+NODE_BIN := $(TARGET_DIR)/$(TARGET)/release
+# Host tools (image-build, the QEMU harness, demo), see host-tools below.
+HOST_BIN := $(TARGET_DIR)/debug
 CONFIG ?=
 
-.PHONY: help deps node-binaries kube image image-v2 bundle demo test unit scenarios bench fuzz lint clean
+.PHONY: help deps host-tools node-binaries kube image image-v2 bundle demo test unit scenarios bench fuzz lint clean
 
 help:
 	@echo "make demo   - build the image, boot a node in QEMU, show it healthy, shut it down"
@@ -34,17 +37,21 @@ node-binaries:
 
 # Host tools (image-build, the QEMU harness, demo) build in the dev profile
 # the unit tests already compiled: one host build instead of two keeps a
-# fresh clone's `make test` short. Their hot loops (hashing, gzip) are
-# optimised per package in Cargo.toml. Only the node binaries and `make
-# bench` build in release.
+# fresh clone's `make test` short. They are built for the whole workspace
+# at once (`cargo run -p X` would resolve other dependency features and
+# compile ~70 crates again) and run from $(HOST_BIN). Their hot loops
+# (hashing, gzip) are optimised per package in Cargo.toml. Only the node
+# binaries and `make bench` build in release.
+host-tools:
+	$(CARGO) build --workspace --locked --bins
 
 # kubelet and the control plane, built once from Debian's kubernetes source
 # package and cached in $(KEELSON_CACHE) keyed by the source's hash.
-kube: deps
-	$(CARGO) run --locked -q -p image-build -- kubernetes --out $(OUT)/kubernetes
+kube: deps host-tools
+	$(HOST_BIN)/image-build kubernetes --out $(OUT)/kubernetes
 
 image: deps kube node-binaries
-	$(CARGO) run --locked -q -p image-build -- disk --out $(OUT) --node-bin $(NODE_BIN) \
+	$(HOST_BIN)/image-build disk --out $(OUT) --node-bin $(NODE_BIN) \
 	  --kubernetes $(OUT)/kubernetes $(if $(CONFIG),--config $(CONFIG),) \
 	  $(if $(VERSION),--version $(VERSION),)
 
@@ -61,7 +68,7 @@ $(error make bundle: set KEY=FILE, the upgrade signing key (upgrade-signing.key)
 endif
 endif
 bundle: image
-	$(CARGO) run --locked -q -p image-build -- bundle --key $(KEY) --version $(VERSION) \
+	$(HOST_BIN)/image-build bundle --key $(KEY) --version $(VERSION) \
 	  --boot $(OUT)/boot --out $(OUT)/keelson-$(VERSION).bundle \
 	  $(if $(MIN_UPGRADE_FROM),--min-upgrade-from $(MIN_UPGRADE_FROM),)
 
@@ -72,16 +79,18 @@ unit:
 # (out/v2/boot holds the payloads the test signs into bundles).
 V2_VERSION := 0.2.0-upgrade-test
 image-v2: image
-	$(CARGO) run --locked -q -p image-build -- disk --out $(OUT)/v2 --node-bin $(NODE_BIN) \
+	$(HOST_BIN)/image-build disk --out $(OUT)/v2 --node-bin $(NODE_BIN) \
 	  --kubernetes $(OUT)/kubernetes --version $(V2_VERSION)
 
+# The QEMU and control-plane scenarios, two at a time on two cores (each
+# guest has one vCPU): see scripts/scenarios.sh.
 scenarios: image image-v2
-	$(CARGO) test --locked -p keelson-tests -- --ignored --test-threads=1 --nocapture
+	CARGO="$(CARGO)" scripts/scenarios.sh
 
 test: deps kube unit scenarios
 
 demo: image
-	$(CARGO) run --locked -q -p keelson-tests --bin demo
+	$(HOST_BIN)/demo
 
 bench: image
 	$(CARGO) run --release --locked -q -p machine-config --example parse_bench > bench/.parse.md
