@@ -105,11 +105,12 @@ bench: image
 	# Keelson (direct kernel) and the peer, three boots each; each boot
 	# then runs 0, 3 or 10 pods and is shut down by the power button
 	# (issue 6); the first Keelson boot also times live sysctl changes
-	# (issue 5). The GRUB variant (add grub to --only) would add ~15 min
-	# to the ~35 under TCG on 2 shared cores.
+	# (issue 5). One more Keelson boot drains 10 evictable pods at its
+	# shutdown (issue 9, --drain-pods). The GRUB variant (add grub to
+	# --only) would add ~15 min to the ~35 under TCG on 2 shared cores.
 	target/release/bench --parse-results bench/.parse.md --out bench/results.md \
 	  --image $(OUT)/keelson.raw --peer "$$(cat bench/.peer-dir)" \
-	  --boots 3 --pods 0,3,10 --only direct,peer
+	  --boots 3 --pods 0,3,10 --drain-pods 10 --only direct,peer
 	printf "\n" >> bench/results.md
 	cat bench/.apid.md >> bench/results.md
 	# Bundle reader throughput on the host (issue 7; the on-node figure

@@ -158,8 +158,9 @@ pub struct Nodectl {
 }
 
 impl Nodectl {
-    /// Runs `nodectl [--contexts C] -n ENDPOINT ARGS...`.
-    pub fn run(&self, contexts: Option<&Path>, args: &[&str]) -> Run {
+    /// The command `nodectl [--contexts C] -n ENDPOINT ARGS...`, not yet
+    /// started (for a run that goes on in the background).
+    pub fn command(&self, contexts: Option<&Path>, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
         if let Some(c) = contexts {
             cmd.arg("--contexts").arg(c);
@@ -167,7 +168,12 @@ impl Nodectl {
         cmd.args(["-n", &self.endpoint]);
         cmd.args(args);
         cmd.env_remove("NODECTL_CONTEXTS");
-        let run = match cmd.output() {
+        cmd
+    }
+
+    /// Runs `nodectl [--contexts C] -n ENDPOINT ARGS...`.
+    pub fn run(&self, contexts: Option<&Path>, args: &[&str]) -> Run {
+        let run = match self.command(contexts, args).output() {
             Ok(out) => Run {
                 code: out.status.code().unwrap_or(-1),
                 stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -169,10 +169,12 @@ pub enum VmError {
 pub struct Vm {
     spec: VmSpec,
     qemu: ManagedChild,
-    /// Ends when this QEMU process exits; yields the last `SHUTDOWN` reason.
-    events: Option<JoinHandle<Option<String>>>,
+    /// Ends when this QEMU process exits; yields what it reported.
+    events: Option<JoinHandle<StopEvents>>,
     /// QEMU processes started for this VM so far (1 + power cycles).
     starts: u32,
+    /// Resets the guest's watchdog device caused.
+    watchdog_resets: u32,
     console: Console,
     qmp_socket: PathBuf,
     started: Instant,
@@ -194,6 +196,7 @@ impl Vm {
             qemu,
             events: Some(events),
             starts: 1,
+            watchdog_resets: 0,
             console: Console::new(&console_path, started),
             qmp_socket: spec.work_dir.join("qmp.sock"),
             started,
@@ -207,23 +210,34 @@ impl Vm {
         self.starts
     }
 
+    /// How many of those resets the guest's watchdog (`i6300esb`) caused.
+    pub fn watchdog_resets(&self) -> u32 {
+        self.watchdog_resets
+    }
+
     /// Called when QEMU has exited: if it stopped the guest for a reset,
     /// starts it again on the same disk and returns `None`; otherwise the
     /// exit status (the guest powered off, or QEMU failed).
     fn after_exit(&mut self, status: ExitStatus) -> Result<Option<ExitStatus>, VmError> {
         // The watcher ends at the socket's end of file, which QEMU's exit
         // has caused; it has then read every event QEMU sent.
-        let reason = self
+        let seen = self
             .events
             .take()
             .and_then(|watcher| watcher.join().ok())
-            .flatten();
-        let Some(reason) = reason.filter(|r| RESET_REASONS.contains(&r.as_str())) else {
+            .unwrap_or_default();
+        let Some(reason) = seen.reason.filter(|r| RESET_REASONS.contains(&r.as_str())) else {
             return Ok(Some(status));
         };
         self.starts += 1;
+        let by = if seen.watchdog {
+            self.watchdog_resets += 1;
+            ", by the watchdog"
+        } else {
+            ""
+        };
         eprintln!(
-            "[{:>6.1}s] harness: the guest was reset ({reason}): power cycle, QEMU start {}",
+            "[{:>6.1}s] harness: the guest was reset ({reason}{by}): power cycle, QEMU start {}",
             self.started.elapsed().as_secs_f64(),
             self.starts
         );
@@ -402,7 +416,7 @@ impl Vm {
 fn start_qemu(
     spec: &VmSpec,
     start: u32,
-) -> Result<(ManagedChild, JoinHandle<Option<String>>), VmError> {
+) -> Result<(ManagedChild, JoinHandle<StopEvents>), VmError> {
     let qemu_bin = artifacts::host_tool("/usr/bin/qemu-system-x86_64", "qemu-system-x86")?;
     let ovmf = artifacts::ovmf()?;
     let console_path = spec.work_dir.join("console.log");
@@ -450,7 +464,10 @@ fn start_qemu(
             events_socket.display()
         ))
         .args(["-netdev", &netdev])
-        .args(["-device", "virtio-net-pci,netdev=n0"]);
+        .args(["-device", "virtio-net-pci,netdev=n0"])
+        // A hardware watchdog, as on metal; its expiry resets the guest
+        // (a power cycle here).
+        .args(["-device", "i6300esb", "-action", "watchdog=reset"]);
     if let Some(disk) = &spec.disk {
         // bootindex=0: the firmware boots the disk before trying PXE on
         // the NIC (which only times out on a restricted network).
@@ -474,10 +491,20 @@ fn start_qemu(
     Ok((qemu, events))
 }
 
-/// Connects to QEMU's event socket and returns the reason of the last
-/// `SHUTDOWN` event once QEMU closes it (`None` if there was none, or the
-/// socket never appeared because QEMU failed to start).
-fn watch_shutdown_events(socket: &Path) -> Option<String> {
+/// What a QEMU process reported about how it stopped the guest.
+#[derive(Debug, Default)]
+struct StopEvents {
+    /// The last `SHUTDOWN` event's reason.
+    reason: Option<String>,
+    /// A `WATCHDOG` event came (the guest's watchdog expired).
+    watchdog: bool,
+}
+
+/// Connects to QEMU's event socket and returns what it reported once QEMU
+/// closes it (nothing if the socket never appeared because QEMU failed to
+/// start).
+fn watch_shutdown_events(socket: &Path) -> StopEvents {
+    let mut seen = StopEvents::default();
     let deadline = Instant::now() + EVENT_SOCKET_WAIT;
     let stream = loop {
         match UnixStream::connect(socket) {
@@ -487,32 +514,43 @@ fn watch_shutdown_events(socket: &Path) -> Option<String> {
             }
             Err(e) => {
                 tracing::warn!(socket = %socket.display(), error = %e, "no QEMU event socket");
-                return None;
+                return seen;
             }
         }
     };
-    let mut writer = stream.try_clone().ok()?;
-    writer
+    let Ok(mut writer) = stream.try_clone() else {
+        return seen;
+    };
+    if writer
         .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
-        .ok()?;
-    let mut reason = None;
+        .is_err()
+    {
+        return seen;
+    }
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
         let Ok(msg) = serde_json::from_str::<Value>(&line) else {
             continue;
         };
-        if msg.get("event").and_then(Value::as_str) == Some("SHUTDOWN") {
-            reason = msg
-                .pointer("/data/reason")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            tracing::info!(
-                reason = reason.as_deref().unwrap_or("?"),
-                "QEMU stopped the guest"
-            );
+        match msg.get("event").and_then(Value::as_str) {
+            Some("WATCHDOG") => {
+                seen.watchdog = true;
+                tracing::info!(data = %msg["data"], "the guest's watchdog expired");
+            }
+            Some("SHUTDOWN") => {
+                seen.reason = msg
+                    .pointer("/data/reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                tracing::info!(
+                    reason = seen.reason.as_deref().unwrap_or("?"),
+                    "QEMU stopped the guest"
+                );
+            }
+            _ => {}
         }
     }
-    reason
+    seen
 }
 
 impl Drop for Vm {

@@ -8,8 +8,15 @@
 //! - The good bundle: the node reboots into slot B on trial, runs v2, keeps
 //!   its config and what a pod wrote under /var, commits B after the
 //!   health period, and a plain reboot comes back on B.
+//! - The power is cut (QEMU reset) while the good bundle is being written:
+//!   the node boots v1 on A, says the write was cut off and slot B is
+//!   invalid; the retried upgrade then succeeds.
 //! - A bundle whose (signed) kernel GRUB cannot load goes to slot A; the
 //!   trial boot falls back to B by itself, and the node says it rolled back.
+//! - A bundle whose kubelet cannot run: the trial boots, is never healthy,
+//!   and after the health timeout the node reboots into B by itself.
+//! - A bundle whose init hangs after stage 1: the watchdog stage 1 armed
+//!   (QEMU's i6300esb) resets the machine and GRUB boots B again.
 //!
 //! Ignored by default; `make test` runs it. It fails (never skips) when the
 //! images are missing.
@@ -17,6 +24,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bundle::{BundleMeta, SigningKey};
@@ -30,6 +38,11 @@ const WRITER: &str = "writer";
 const V2: &str = "0.2.0-upgrade-test";
 /// The health gate the scenario's config sets.
 const HEALTHY_AFTER: Duration = Duration::from_secs(20);
+/// How long after the upload starts the power is cut: past the kernel and
+/// initramfs (16 MB at 1.5–3 MB/s under TCG), inside the root filesystem.
+const POWER_CUT_AFTER: Duration = Duration::from_secs(12);
+/// The health timeout set (live) for the bundle whose kubelet cannot run.
+const BROKEN_KUBELET_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Signs `kernel`, `initramfs`, `rootfs` into `out` with `key`.
 fn make_bundle(out: &Path, key: &SigningKey, version: &str, parts: [&Path; 3]) -> PathBuf {
@@ -146,6 +159,59 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
     eprintln!("status after the refusals: {status}");
     assert!(strings(&json(&status)).contains("invalid"), "{status}");
 
+    // (1b) Power cut in the middle of writing slot B: the node boots v1 on
+    // A, says the write was cut off, slot B is invalid; the retry in (2)
+    // succeeds.
+    {
+        let mut upload = nodectl
+            .command(Some(&admin), &["upgrade", "-f", good.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let vm = &mut cluster.vm;
+        let l = vm
+            .wait_for_line(r"keelson: upgrade receiving ", Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("[{:>6.1}s] {}", l.at.as_secs_f64(), l.text);
+        // Past the kernel and initramfs (16 MB), into the root filesystem.
+        std::thread::sleep(POWER_CUT_AFTER);
+        assert!(
+            upload.try_wait().unwrap().is_none(),
+            "the upload was still going when the power was cut"
+        );
+        vm.reset().unwrap();
+        let out = upload.wait_with_output().unwrap();
+        eprintln!(
+            "nodectl upgrade after the power cut: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        assert!(!out.status.success(), "an upload cut off is not a success");
+        for pattern in [
+            format!(r"keelson: upgrade interrupted slot=B version={V2}: "),
+            markers::NODE_READY.to_string(),
+        ] {
+            let l = vm
+                .wait_for_line(&pattern, Duration::from_secs(300))
+                .unwrap_or_else(|e| panic!("{e}"));
+            eprintln!("[{:>6.1}s] {}", l.at.as_secs_f64(), l.text);
+        }
+        assert!(vm.starts() >= 2, "the reset was a power cycle");
+        let (v, slot) = version_of(&nodectl, &admin);
+        assert_eq!((v.as_str(), slot.as_str()), (v1.as_str(), "A"));
+        let status = json(&nodectl.ok(&admin, &["upgrade", "status", "-o", "json"]));
+        eprintln!("status after the power cut: {status}");
+        let slot_b = status["slots"]
+            .as_array()
+            .and_then(|slots| slots.iter().find(|s| s["name"] == "B"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(slot_b["state"], "invalid", "{status}");
+        let health = nodectl.ok(&admin, &["health", "-o", "json"]);
+        assert!(health.contains("interrupted"), "health says so: {health}");
+    }
+
     // (2) The good bundle: written to B, trial boot, v2 runs, /var and the
     // config survive, B is committed after the health period.
     let before = lines_written(&nodectl);
@@ -219,4 +285,170 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
     let status = json(&nodectl.ok(&admin, &["upgrade", "status", "-o", "json"]));
     eprintln!("status after the fallback: {status}");
     assert!(strings(&status).contains("rolled-back"), "{status}");
+    // (4) A bundle whose kubelet cannot run (the v2 root filesystem with an
+    // empty kubelet): written to A, the trial boots, init, apid and
+    // containerd run but kubelet never does, and after the health timeout
+    // (lowered live for this step) the node rolls back to B by itself.
+    let mut short = cluster.config.clone();
+    short.upgrade.health_timeout = machine_config::Duration(BROKEN_KUBELET_TIMEOUT);
+    let short_file = host.path().join("short-health-timeout.yaml");
+    std::fs::write(&short_file, machine_config::to_yaml(&short).unwrap()).unwrap();
+    nodectl.ok(
+        &admin,
+        &[
+            "apply-config",
+            "-f",
+            short_file.to_str().unwrap(),
+            "--mode",
+            "no-reboot",
+        ],
+    );
+    let rootfs = rootfs_without_kubelet(&parts[2], host.path());
+    let no_kubelet = make_bundle(
+        &host.path().join("v4-no-kubelet.bundle"),
+        &key,
+        "0.4.0-no-kubelet",
+        [parts_ref[0], parts_ref[1], &rootfs],
+    );
+    let r = nodectl.run(
+        Some(&admin),
+        &["upgrade", "-f", no_kubelet.to_str().unwrap()],
+    );
+    eprintln!("upgrade (no kubelet): {r:?}");
+    assert_eq!(r.code, 0, "{r:?}");
+    let vm = &mut cluster.vm;
+    for pattern in [
+        r"keelson: upgrade written slot=A version=0\.4\.0-no-kubelet ".to_string(),
+        r"keelson: upgrade trial slot=A version=0\.4\.0-no-kubelet ".to_string(),
+        r"keelson: upgrade rolled back slot=A reason=not healthy within healthTimeout.*kubelet"
+            .to_string(),
+        markers::NODE_READY.to_string(),
+    ] {
+        let l = vm
+            .wait_for_line(&pattern, Duration::from_secs(400))
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("[{:>6.1}s] {}", l.at.as_secs_f64(), l.text);
+    }
+    let (v, slot) = version_of(&nodectl, &admin);
+    assert_eq!((v.as_str(), slot.as_str()), (V2, "B"));
+    let status = json(&nodectl.ok(&admin, &["upgrade", "status", "-o", "json"]));
+    eprintln!("status after the health timeout: {status}");
+    assert_eq!(status["state"], "rolled-back", "{status}");
+    assert!(strings(&status).contains("healthTimeout"), "{status}");
+
+    // (5) A bundle whose init hangs for ever after stage 1 (a root
+    // filesystem whose /sbin/init blocks): stage 1 armed the watchdog,
+    // nothing pets it after the exec, it resets the machine and GRUB boots
+    // B again; the node says the trial did not come up.
+    let hangs = make_bundle(
+        &host.path().join("v5-init-hangs.bundle"),
+        &key,
+        "0.5.0-init-hangs",
+        [
+            parts_ref[0],
+            parts_ref[1],
+            &rootfs_whose_init_hangs(host.path()),
+        ],
+    );
+    let resets_before = cluster.vm.watchdog_resets();
+    let r = nodectl.run(Some(&admin), &["upgrade", "-f", hangs.to_str().unwrap()]);
+    eprintln!("upgrade (init hangs): {r:?}");
+    assert_eq!(r.code, 0, "{r:?}");
+    let vm = &mut cluster.vm;
+    for pattern in [
+        r"keelson: upgrade written slot=A version=0\.5\.0-init-hangs ".to_string(),
+        r"keelson: shutdown done took_ms=\d+".to_string(),
+        r"keelson: watchdog armed device=\S+ identity=.* timeout_s=\d+".to_string(),
+        r"keelson: upgrade rolled back slot=A reason=slot A did not come up".to_string(),
+        markers::NODE_READY.to_string(),
+    ] {
+        let l = vm
+            .wait_for_line(&pattern, Duration::from_secs(400))
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("[{:>6.1}s] {}", l.at.as_secs_f64(), l.text);
+    }
+    assert_eq!(
+        vm.watchdog_resets(),
+        resets_before + 1,
+        "the watchdog (not a panic or a reboot) reset the hung boot"
+    );
+    assert!(
+        vm.console()
+            .lines()
+            .iter()
+            .any(|l| l.text.contains("keelson: watchdog adopted")),
+        "init adopts the watchdog on every good boot"
+    );
+    let (v, slot) = version_of(&nodectl, &admin);
+    assert_eq!((v.as_str(), slot.as_str()), (V2, "B"));
+    let health = json(&nodectl.ok(&admin, &["health", "-o", "json"]));
+    assert!(
+        health["watchdog"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("i6300ESB"),
+        "health names the watchdog: {health}"
+    );
+}
+
+/// The v2 root filesystem with `/usr/bin/kubelet` emptied (it can no longer
+/// be executed), repacked; the rest is untouched.
+fn rootfs_without_kubelet(rootfs: &Path, dir: &Path) -> PathBuf {
+    let tree = dir.join("rootfs-tree");
+    let status = Command::new("unsquashfs")
+        .args(["-q", "-n", "-d"])
+        .arg(&tree)
+        .arg(rootfs)
+        .status()
+        .unwrap();
+    assert!(status.success(), "unsquashfs {}", rootfs.display());
+    std::fs::write(tree.join("usr/bin/kubelet"), b"").unwrap();
+    squash(&tree, &dir.join("rootfs-no-kubelet.squashfs"))
+}
+
+/// A root filesystem whose `/sbin/init` blocks for ever (a static program
+/// built here with gcc): stage 1 arms the watchdog, switches to it and
+/// execs it, and nothing pets the watchdog again. It holds only what stage
+/// 1 needs to switch (the mount points it moves).
+fn rootfs_whose_init_hangs(dir: &Path) -> PathBuf {
+    let tree = dir.join("hang-tree");
+    for d in ["dev", "proc", "sys", "run", "usr/sbin"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    std::os::unix::fs::symlink("usr/sbin", tree.join("sbin")).unwrap();
+    let source = dir.join("hang.c");
+    std::fs::write(
+        &source,
+        "#include <unistd.h>\nint main(void) { for (;;) pause(); }\n",
+    )
+    .unwrap();
+    let status = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(tree.join("usr/sbin/init"))
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success(), "gcc -static {}", source.display());
+    squash(&tree, &dir.join("rootfs-init-hangs.squashfs"))
+}
+
+/// `mksquashfs` of `tree` into `out` (zstd, fast: these are test bundles),
+/// removing the tree.
+fn squash(tree: &Path, out: &Path) -> PathBuf {
+    let status = Command::new("mksquashfs")
+        .arg(tree)
+        .arg(out)
+        .args([
+            "-noappend",
+            "-all-root",
+            "-no-xattrs",
+            "-quiet",
+            "-no-progress",
+        ])
+        .args(["-comp", "zstd", "-Xcompression-level", "3"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mksquashfs {}", out.display());
+    std::fs::remove_dir_all(tree).unwrap();
+    out.to_path_buf()
 }

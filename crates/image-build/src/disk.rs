@@ -208,9 +208,15 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
     let step = steps.start("kernel modules");
     let kver = modules::kernel_version(&tree)?;
     let idx = modules::index(&tree, &kver)?;
-    let storage = idx.closure(modules::STORAGE)?;
+    let stage1_wanted: Vec<&str> = modules::STORAGE
+        .iter()
+        .chain(modules::WATCHDOG)
+        .copied()
+        .collect();
+    let storage = idx.closure(&stage1_wanted)?;
     let mut node_wanted: Vec<String> = modules::STORAGE
         .iter()
+        .chain(modules::WATCHDOG)
         .chain(modules::NODE)
         .map(|s| s.to_string())
         .collect();
@@ -228,7 +234,7 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
     }
     let node_mods = idx.closure(&node_wanted)?;
     step.finish(&format!(
-        "kernel {kver}: {} storage, {} node modules",
+        "kernel {kver}: {} stage 1 (storage, watchdog), {} node modules",
         storage.len(),
         node_mods.len()
     ));

@@ -32,6 +32,12 @@ pub const STORAGE: &[&str] = &[
     "efivarfs",
 ];
 
+/// Hardware watchdog drivers, in the initramfs too: stage 1 arms the
+/// watchdog as soon as coldplug has loaded the driver of the machine's
+/// device (`i6300esb` in QEMU; the Intel TCO timer behind `lpc_ich`, AMD's
+/// `sp5100_tco`, ACPI's WDAT table on metal).
+pub const WATCHDOG: &[&str] = &["i6300esb", "lpc_ich", "iTCO_wdt", "sp5100_tco", "wdat_wdt"];
+
 /// Modules the node itself needs (containers, networking, iptables/nft,
 /// NICs, watchdog, vsock), on top of [`STORAGE`] and the config's own.
 pub const NODE: &[&str] = &[
@@ -80,7 +86,6 @@ pub const NODE: &[&str] = &[
     "dummy",
     "virtio_net",
     "e1000",
-    "i6300esb",
     "vsock",
     "vmw_vsock_virtio_transport",
     "virtio_console",

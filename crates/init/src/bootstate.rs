@@ -67,6 +67,9 @@ pub struct BootState {
     pub maintenance: bool,
     /// Non-fatal errors met during boot, one line each.
     pub errors: Vec<String>,
+    /// The hardware watchdog stage 1 armed, if any.
+    #[serde(default)]
+    pub watchdog: Option<crate::watchdog::Armed>,
 }
 
 impl BootState {

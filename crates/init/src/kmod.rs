@@ -312,7 +312,7 @@ impl ModuleIndex {
 }
 
 /// Module directories coldplug may load from: the hardware a node needs
-/// (network, virtio, block and storage controllers). Everything else a
+/// (network, virtio, block and storage controllers, the watchdog). Everything else a
 /// device alias matches (sound, input, sensors, floppy…) is left alone.
 pub const COLDPLUG_DIRS: &[&str] = &[
     "kernel/drivers/net/",
@@ -321,6 +321,10 @@ pub const COLDPLUG_DIRS: &[&str] = &[
     "kernel/drivers/nvme/",
     "kernel/drivers/scsi/",
     "kernel/drivers/ata/",
+    // The hardware watchdog (stage 1 arms it) and the chipset function
+    // (lpc_ich) the Intel TCO timer hangs off.
+    "kernel/drivers/watchdog/",
+    "kernel/drivers/mfd/",
 ];
 
 impl ModuleIndex {

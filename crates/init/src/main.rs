@@ -36,6 +36,7 @@ mod supervisor;
 mod sys;
 mod sysctl;
 mod upgrade;
+mod watchdog;
 
 use std::path::Path;
 use std::time::Duration;

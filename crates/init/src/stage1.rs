@@ -18,6 +18,7 @@ use crate::cmdline::{self, Slot};
 use crate::kmod::ModuleIndex;
 use crate::mounts::{self, MountError};
 use crate::partitions::{self, Partition};
+use crate::watchdog::{self, Stage1Petter};
 use crate::{console, fsck};
 
 /// The file whose presence in `/` makes init run stage 1.
@@ -69,6 +70,13 @@ pub fn run() -> Stage1Error {
     state.cmdline_warnings = cmd.warnings.clone();
 
     timed(&mut state, "storage-modules", load_storage_modules);
+    // The watchdog's driver came with the storage drivers (coldplug).
+    let petter = arm_watchdog(&mut state, &cmdline);
+    let progress = || {
+        if let Some(p) = &petter {
+            p.progress();
+        }
+    };
 
     let slot = cmd.slot;
     let found = timed(&mut state, "find-partitions", |_| {
@@ -92,16 +100,57 @@ pub fn run() -> Stage1Error {
         }
     }
 
-    timed(&mut state, "fsck", |st| check_filesystems(st, &found));
+    progress();
+    timed(&mut state, "fsck", |st| match &petter {
+        // e2fsck of a large filesystem may take long: that is progress.
+        Some(p) => p.while_child(|| check_filesystems(st, &found)),
+        None => check_filesystems(st, &found),
+    });
 
     if let Err(e) = timed(&mut state, "mount-root", |_| mount_root(slot, &root)) {
         return e;
     }
+    progress();
     match timed(&mut state, "switch-root", prepare_switch) {
         Ok(()) => {}
         Err(e) => return e,
     }
-    exec_stage2()
+    progress();
+    exec_stage2(state.watchdog.as_ref())
+}
+
+/// Arms the hardware watchdog as the kernel command line says
+/// (`keelson.watchdog=off|SECONDS`, default 60 s) and starts stage 1's
+/// petting. No device is not an error: not every machine has one.
+fn arm_watchdog(state: &mut BootState, cmdline: &str) -> Option<Stage1Petter> {
+    let (setting, warning) = watchdog::parse_setting(cmdline);
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+        state.cmdline_warnings.push(w);
+    }
+    let watchdog::Setting::Timeout(timeout_s) = setting else {
+        console::marker("watchdog off (keelson.watchdog=off)");
+        return None;
+    };
+    match watchdog::arm(timeout_s) {
+        Ok((file, armed)) => {
+            console::marker(&format!(
+                "watchdog armed device={} identity={:?} timeout_s={}",
+                armed.device, armed.identity, armed.timeout_s
+            ));
+            let petter = Stage1Petter::start(file, armed.timeout_s);
+            state.watchdog = Some(armed);
+            Some(petter)
+        }
+        Err(watchdog::WatchdogError::Absent) => {
+            tracing::info!("no hardware watchdog on this machine: not armed");
+            None
+        }
+        Err(e) => {
+            state.error(format!("watchdog not armed: {e}"));
+            None
+        }
+    }
 }
 
 /// Mounts /proc, /sys and /dev (devtmpfs).
@@ -276,7 +325,7 @@ fn remove_same_device(dir: &Path, dev: u64) -> std::io::Result<()> {
 }
 
 /// chdir /newroot, move it onto /, chroot, exec /sbin/init.
-fn exec_stage2() -> Stage1Error {
+fn exec_stage2(watchdog: Option<&watchdog::Armed>) -> Stage1Error {
     let step =
         |what: &str, r: nix::Result<()>| r.map_err(|e| Stage1Error::Switch(format!("{what}: {e}")));
     let switched = step("chdir /newroot", nix::unistd::chdir(NEWROOT))
@@ -293,7 +342,15 @@ fn exec_stage2() -> Stage1Error {
     }
     tracing::info!("exec /sbin/init (stage 2)");
     let prog = CString::from(c"/sbin/init");
-    let env = [CString::from(c"PATH=/usr/sbin:/usr/bin:/sbin:/bin")];
+    let mut env = vec![CString::from(c"PATH=/usr/sbin:/usr/bin:/sbin:/bin")];
+    // The open watchdog goes on to stage 2, which must take it over within
+    // its timeout.
+    if let Some(handover) = watchdog
+        .and_then(|w| serde_json::to_string(w).ok())
+        .and_then(|json| CString::new(format!("{}={json}", watchdog::HANDOVER_ENV)).ok())
+    {
+        env.push(handover);
+    }
     match nix::unistd::execve(&prog, std::slice::from_ref(&prog), &env) {
         Ok(never) => match never {},
         Err(e) => Stage1Error::Switch(format!("exec /sbin/init: {e}")),

@@ -20,6 +20,7 @@ use crate::node::{self, NodeCtl, ShutdownRequest};
 use crate::partitions;
 use crate::shutdown::{self, Deadlines, Ending};
 use crate::supervisor::Supervisor;
+use crate::watchdog;
 use crate::{apply, cgroup, console, etc, ext4, grow, machine_api, power_button};
 
 /// Where STATE is mounted (read-only except while written).
@@ -75,6 +76,8 @@ pub fn run() -> Result<Ending, Stage2Error> {
     }
     tracing::info!(slot = %state.slot, since_kernel_ms = crate::sys::since_kernel_ms(), "keelson stage 2");
     crate::sys::disable_cad();
+    // First: stage 1's watchdog runs unpetted since its exec.
+    let heartbeat = adopt_watchdog(&mut state);
 
     timed(&mut state, "early-mounts", early_mounts);
     timed(&mut state, "coldplug", coldplug);
@@ -112,7 +115,61 @@ pub fn run() -> Result<Ending, Stage2Error> {
         .enable_all()
         .build()
         .map_err(Stage2Error::Runtime)?;
-    runtime.block_on(serve(state, config, last_shutdown))
+    runtime.block_on(async move {
+        if let Some(beat) = heartbeat {
+            // The watchdog thread pets only while this task runs: a wedged
+            // runtime stops it.
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    beat.beat();
+                }
+            });
+        }
+        serve(state, config, last_shutdown).await
+    })
+}
+
+/// Takes over the watchdog stage 1 armed and handed over in the
+/// environment; says so on the console.
+fn adopt_watchdog(state: &mut BootState) -> Option<watchdog::Heartbeat> {
+    // Stage 1's record says what it armed; it stands only once adopted.
+    let from_stage1 = state.watchdog.take();
+    let Ok(handover) = std::env::var(watchdog::HANDOVER_ENV) else {
+        if let Some(w) = from_stage1 {
+            state.error(format!(
+                "stage 1 armed the watchdog {} but handed over no descriptor: it will reset the machine",
+                w.device
+            ));
+        }
+        return None;
+    };
+    // Only PID 1's own environment had it; no service would anyway.
+    std::env::remove_var(watchdog::HANDOVER_ENV);
+    let armed: watchdog::Armed = match serde_json::from_str(&handover) {
+        Ok(a) => a,
+        Err(e) => {
+            state.error(format!(
+                "watchdog handover from stage 1 unreadable ({e}): it is not petted and will reset the machine"
+            ));
+            return None;
+        }
+    };
+    match watchdog::adopt(&armed) {
+        Ok(beat) => {
+            console::marker(&format!(
+                "watchdog adopted device={} timeout_s={}",
+                armed.device, armed.timeout_s
+            ));
+            state.watchdog = Some(armed);
+            Some(beat)
+        }
+        Err(e) => {
+            state.error(format!("watchdog: {e}"));
+            None
+        }
+    }
 }
 
 /// Mounts /proc, /sys and /dev when stage 1 did not hand them over.

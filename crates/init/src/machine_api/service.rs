@@ -185,6 +185,11 @@ impl Machine for MachineService {
                 .collect(),
             maintenance: self.node.maintenance(),
             boot_problems: problems,
+            watchdog: st
+                .watchdog
+                .as_ref()
+                .map(|w| format!("{} ({}), timeout {}s", w.identity, w.device, w.timeout_s))
+                .unwrap_or_default(),
         }))
     }
 

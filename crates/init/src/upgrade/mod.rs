@@ -414,6 +414,7 @@ pub async fn after_boot(node: NodeCtl, cfg: Option<Arc<MachineConfig>>) {
     if AFTER_BOOT.swap(true, Ordering::SeqCst) {
         return;
     }
+    recover_interrupted_writes(&node).await;
     let Ok(booted) = booted(&node) else {
         tracing::warn!("upgrade: booted slot unknown, no boot decision");
         return;
@@ -470,6 +471,55 @@ pub async fn after_boot(node: NodeCtl, cfg: Option<Arc<MachineConfig>>) {
             .await;
         }
         BootDecision::Trial { trial } => health_gate(node, cfg, trial).await,
+    }
+}
+
+/// A slot still recorded as `writing` at boot was cut off mid-write (power
+/// loss, reset, crash): it is marked invalid, and the console, events and
+/// health say so. The active slot and GRUB's default were never touched.
+async fn recover_interrupted_writes(node: &NodeCtl) {
+    let found = tokio::task::spawn_blocking(|| -> Result<Vec<(Slot, Option<String>)>, String> {
+        // The EFI session lock: a write in progress (none can be, this
+        // early, but the lock makes it certain) finishes first.
+        let _one = efi::exclusive();
+        let file = StateFile::node();
+        let mut rec = file.load().map_err(|e| e.to_string())?;
+        let now = crate::events::now_ms();
+        if state::invalidate_interrupted(&mut rec, now).is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cut = Vec::new();
+        file.update(|r| cut = state::invalidate_interrupted(r, now))
+            .map_err(|e| e.to_string())?;
+        Ok(cut)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let cut = match found {
+        Ok(cut) => cut,
+        Err(e) => {
+            node.state()
+                .error(format!("upgrade: interrupted writes not checked: {e}"));
+            return;
+        }
+    };
+    for (slot, version) in cut {
+        let version = version.unwrap_or_else(|| "unknown".into());
+        console::marker(&format!(
+            "upgrade interrupted slot={slot} version={version}: the write did not finish (power loss, reset or crash); the slot is invalid until an upgrade writes it again"
+        ));
+        node.state().error(format!(
+            "upgrade of slot {slot} (version {version}) was interrupted before it was written; the slot is invalid, retry the upgrade"
+        ));
+        node.events.emit(
+            EVENT,
+            format!("upgrade of slot {slot} (version {version}) was cut off mid-write; slot marked invalid"),
+            &[
+                ("slot", slot.to_string()),
+                ("version", version.clone()),
+                ("outcome", "interrupted".into()),
+            ],
+        );
     }
 }
 

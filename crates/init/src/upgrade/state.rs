@@ -293,6 +293,23 @@ pub fn record_rollback(rec: &mut Record, trial: &PendingTrial, detail: &str, now
     });
 }
 
+/// Marks every slot still recorded as `writing` invalid and returns them
+/// (with the version that was being written). Called at boot, where such a
+/// slot can only be a write cut off by a power loss, reset or crash: no
+/// write outlives the boot that started it.
+pub fn invalidate_interrupted(rec: &mut Record, now: u64) -> Vec<(Slot, Option<String>)> {
+    let cut: Vec<(Slot, Option<String>)> = rec
+        .slots
+        .iter()
+        .filter(|(_, r)| r.state == SlotState::Writing)
+        .map(|(slot, r)| (*slot, r.os_version.clone()))
+        .collect();
+    for (slot, version) in &cut {
+        rec.set_slot(*slot, SlotState::Invalid, version.clone(), now);
+    }
+    cut
+}
+
 /// Records a trial that passed its health gate: the slot good, the trial
 /// gone, the outcome.
 pub fn record_commit(rec: &mut Record, trial: &PendingTrial, healthy_after_s: u64, now: u64) {
@@ -440,6 +457,21 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn a_write_found_at_boot_was_cut_off_and_leaves_the_slot_invalid() {
+        let mut rec = Record::default();
+        rec.set_slot(Slot::A, SlotState::Good, Some("1".into()), 1);
+        rec.set_slot(Slot::B, SlotState::Writing, Some("2".into()), 2);
+        let cut = invalidate_interrupted(&mut rec, 9);
+        assert_eq!(cut, vec![(Slot::B, Some("2".to_string()))]);
+        assert_eq!(rec.slots[&Slot::B].state, SlotState::Invalid);
+        assert_eq!(rec.slots[&Slot::B].unix_ms, 9);
+        assert_eq!(rec.slots[&Slot::A].state, SlotState::Good);
+        // Nothing left to find the second time.
+        assert!(invalidate_interrupted(&mut rec, 10).is_empty());
+        assert_eq!(rec.slots[&Slot::B].unix_ms, 9);
+    }
 
     fn trial(slot: Slot) -> PendingTrial {
         PendingTrial {

@@ -204,6 +204,8 @@ struct HealthView {
     /// Set when the last upgrade was rolled back: why and when.
     #[serde(skip_serializing_if = "Option::is_none")]
     upgrade_rolled_back: Option<String>,
+    /// The hardware watchdog init keeps alive; empty: none.
+    watchdog: String,
 }
 
 /// Why and when the last upgrade was rolled back.
@@ -244,6 +246,11 @@ fn health_table(h: &HealthView) -> String {
     }
     if h.maintenance {
         out.push_str("maintenance mode: no config applied yet\n");
+    }
+    if h.watchdog.is_empty() {
+        out.push_str("watchdog: none (no device, or keelson.watchdog=off)\n");
+    } else {
+        out.push_str(&format!("watchdog: {}\n", h.watchdog));
     }
     out
 }
@@ -757,6 +764,7 @@ pub fn health(
                 })
                 .collect(),
             boot_problems: h.boot_problems,
+            watchdog: h.watchdog,
         })
     })
 }
@@ -1229,11 +1237,13 @@ mod tests {
             phases: vec![],
             boot_problems: vec![],
             upgrade_rolled_back: Some("kubelet not healthy within 300s".into()),
+            watchdog: "i6300ESB timer (/dev/watchdog0), timeout 60s".into(),
         };
         assert_eq!(
             health_table(&h),
             "SERVICE  STATE  PID  RESTARTS  SINCE  LAST EXIT\n\
-             upgrade rolled back: kubelet not healthy within 300s\n"
+             upgrade rolled back: kubelet not healthy within 300s\n\
+             watchdog: i6300ESB timer (/dev/watchdog0), timeout 60s\n"
         );
         h.boot_problems
             .push("upgrade rolled back (slot B): kubelet not healthy within 300s".into());

@@ -31,7 +31,12 @@
 //! real `nodectl gen secrets`, their API port forwarded. The first Keelson
 //! boot also times (issue 5) five live sysctl changes through
 //! `nodectl apply-config --mode no-reboot`, to the command's return and to
-//! `nodectl read` showing the value. Exits non-zero if a boot fails.
+//! `nodectl read` showing the value. With `--drain-pods N` (default 10; 0
+//! for none), one more Keelson direct-kernel boot measures the node's own
+//! drain of N evictable pods at shutdown (issue 9, see `drain.rs`). Exits
+//! non-zero if a boot fails.
+
+mod drain;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -68,6 +73,8 @@ struct Args {
     /// `--pods 0,3,10`: the running-pod counts of the shutdown benchmark,
     /// boot `i` of each variant taking entry `i mod len`.
     pods: Vec<usize>,
+    /// `--drain-pods N`: evictable pods of the drain boot (0: no drain boot).
+    drain_pods: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -78,6 +85,7 @@ fn parse_args() -> Result<Args> {
     let mut peer = None;
     let mut only = None;
     let mut pods = vec![0, 3, 10];
+    let mut drain_pods = 10;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -99,6 +107,11 @@ fn parse_args() -> Result<Args> {
                     bail!("--pods takes at least one count");
                 }
             }
+            "--drain-pods" => {
+                drain_pods = value()?
+                    .parse()
+                    .context("--drain-pods takes a number of pods")?;
+            }
             "--boots" => {
                 boots = value()?
                     .parse()
@@ -107,7 +120,7 @@ fn parse_args() -> Result<Args> {
                     bail!("--boots takes a positive number");
                 }
             }
-            other => bail!("unknown argument {other:?}; usage: bench --parse-results FILE --out FILE [--boots N] [--image RAW] [--peer DIR] [--only grub,direct,peer] [--pods 0,3,10]"),
+            other => bail!("unknown argument {other:?}; usage: bench --parse-results FILE --out FILE [--boots N] [--image RAW] [--peer DIR] [--only grub,direct,peer] [--pods 0,3,10] [--drain-pods 10]"),
         }
     }
     Ok(Args {
@@ -118,6 +131,7 @@ fn parse_args() -> Result<Args> {
         peer,
         only,
         pods,
+        drain_pods,
     })
 }
 
@@ -141,6 +155,8 @@ struct Boot {
     shutdown: ShutdownRun,
     /// Keelson's live sysctl changes, when this boot measured them.
     sysctl: Vec<SysctlRun>,
+    /// The node's own drain, when this boot was the drain boot.
+    drain: Option<drain::DrainRun>,
 }
 
 /// What is booted.
@@ -256,6 +272,7 @@ fn run(args: &Args) -> Result<()> {
                         pods,
                         trigger: Trigger::PowerButton,
                         sysctl: !sysctl_done,
+                        drain: false,
                     };
                     sysctl_done = true;
                     measure_keelson(&keelson, Some(&direct), plan)
@@ -265,6 +282,7 @@ fn run(args: &Args) -> Result<()> {
                         pods,
                         trigger: Trigger::Nodectl,
                         sysctl: !sysctl_done,
+                        drain: false,
                     };
                     sysctl_done = true;
                     measure_keelson(&keelson, None, plan)
@@ -295,13 +313,40 @@ fn run(args: &Args) -> Result<()> {
             boots.entry(v).or_default().push(boot);
         }
     }
+    // The drain boot: its shutdown includes a drain, so it stays out of the
+    // boot and shutdown tables above.
+    let drain_run = if args.drain_pods > 0 {
+        eprintln!(
+            "drain boot: {} with {} evictable pods and a drain identity ...",
+            Variant::KeelsonDirect.label(),
+            args.drain_pods
+        );
+        let plan = Plan {
+            pods: args.drain_pods,
+            trigger: Trigger::PowerButton,
+            sysctl: false,
+            drain: true,
+        };
+        let boot = measure_keelson(&keelson, Some(&direct), plan).context("the drain boot")?;
+        let run = boot.drain.context("the drain boot measured no drain")?;
+        eprintln!(
+            "drain boot: outcome {}, {} evicted, drain step {:.1}s, power-off after {:.1}s",
+            run.outcome,
+            run.evicted,
+            run.step_ms as f64 / 1000.0,
+            run.shutdown.as_secs_f64()
+        );
+        Some(run)
+    } else {
+        None
+    };
     let results: Vec<(Variant, Vec<Boot>)> = variants
         .iter()
         .enumerate()
         .map(|(v, variant)| (*variant, boots.remove(&v).unwrap_or_default()))
         .collect();
 
-    let report = render(
+    let mut report = render(
         &parse_fragment,
         &image,
         &sizes,
@@ -309,6 +354,9 @@ fn run(args: &Args) -> Result<()> {
         peer.as_ref(),
         &results,
     )?;
+    if let Some(run) = &drain_run {
+        drain::render(&mut report, run)?;
+    }
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -435,6 +483,9 @@ struct Plan {
     trigger: Trigger,
     /// Measure the live sysctl change first.
     sysctl: bool,
+    /// Give the node a drain identity before the pods, and read the drain
+    /// from the shutdown (the drain boot).
+    drain: bool,
 }
 
 /// One shutdown with N running pods.
@@ -595,6 +646,9 @@ fn measure_keelson(
         Vec::new()
     };
 
+    if plan.drain {
+        drain::give_identity(&nodectl, &admin, &n.cp, &config, node, n.work.path())?;
+    }
     // N pods, then the shutdown.
     let pods_running = start_pods(&n.cp, node, plan.pods)?;
     let start = Instant::now();
@@ -631,6 +685,15 @@ fn measure_keelson(
         let c = done_re.captures(&l.text)?;
         Some((c[1].parse().ok()?, &c[2] == "true"))
     });
+    let drain = if plan.drain {
+        Some(drain::from_console(
+            n.vm.console().lines(),
+            plan.pods,
+            took,
+        )?)
+    } else {
+        None
+    };
     let raw = n.disk.export_raw(&n.work.path().join("after.raw"))?;
     let mut recovery = Vec::new();
     for part in ["STATE", "VAR"] {
@@ -661,6 +724,7 @@ fn measure_keelson(
             recovery,
         },
         sysctl,
+        drain,
     })
 }
 
@@ -804,6 +868,7 @@ fn measure_peer(image: &PeerImage, relay: &Path, pods: usize) -> Result<Boot> {
             recovery: vec![("root", root_recovery)],
         },
         sysctl: Vec::new(),
+        drain: None,
     })
 }
 
