@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
 
 # The lanes when all run, by their times measured side by side on two
-# cores (session 4): boot 487 s + api 146 s; upgrade ~650 s + drain 42 s +
+# cores (session 4): boot 487 s + api 146 s; upgrade ~620 s alone + drain 42 s +
 # control_plane 26 s.
 lane_a=(boot api)
 lane_b=(upgrade drain control_plane)

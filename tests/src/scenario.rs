@@ -18,6 +18,7 @@ use crate::artifacts::{self, MissingArtifact};
 use crate::control_plane::{free_port, ControlPlane, ControlPlaneError, GUEST_API_SERVER};
 use crate::disk::{DiskError, TestDisk, DEFAULT_DISK_SIZE};
 use crate::node_config::{self, ClusterAccess, NodeConfigError};
+use crate::nodectl::Nodectl;
 use crate::qemu::{GuestFwd, Vm, VmError, VmSpec};
 
 /// Console markers printed by init (docs/architecture.md).
@@ -62,6 +63,16 @@ pub enum ScenarioError {
     /// The VM failed.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// A nodectl command the scenario needs failed.
+    #[error("nodectl {command} failed (exit {code}): {stderr}")]
+    Nodectl {
+        /// The command (its arguments).
+        command: String,
+        /// Its exit code.
+        code: i32,
+        /// What it said.
+        stderr: String,
+    },
 }
 
 /// A node booted next to a control plane. Field order is drop order: the
@@ -308,6 +319,49 @@ spec:
 {volume_mounts}    command: ["/bin/sh", "-c", "{script}"]
 "#
     )
+}
+
+/// Gives the cluster a drain identity for `node` the way an operator does:
+/// creates the RBAC `nodectl gen drain-role --node NODE` prints and returns
+/// the service account token the token controller makes for it.
+pub fn drain_identity_token(
+    nodectl: &Nodectl,
+    cp: &ControlPlane,
+    node: &str,
+) -> Result<String, ScenarioError> {
+    let role = nodectl.run(None, &["gen", "drain-role", "--node", node]);
+    if role.code != 0 {
+        return Err(ScenarioError::Nodectl {
+            command: format!("gen drain-role --node {node}"),
+            code: role.code,
+            stderr: role.stderr,
+        });
+    }
+    cp.create(&role.stdout)?;
+    Ok(cp.service_account_token(
+        "kube-system",
+        "keelson-drain-token",
+        Duration::from_secs(60),
+    )?)
+}
+
+/// `config` with the drain's Kubernetes access: the in-cluster defaults
+/// (the node's own API server and CA) and `token`, drains bounded by
+/// `drain_timeout`.
+pub fn with_drain_access(
+    config: &MachineConfig,
+    token: String,
+    drain_timeout: Duration,
+) -> MachineConfig {
+    let mut c = config.clone();
+    c.kubernetes = Some(machine_config::schema::Kubernetes {
+        endpoint: None,
+        ca_cert: None,
+        token: Some(token),
+        kubeconfig: None,
+        drain_timeout: machine_config::Duration(drain_timeout),
+    });
+    c
 }
 
 /// A pod pinned to `node` running the preloaded test image: it writes a

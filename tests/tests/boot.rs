@@ -29,8 +29,8 @@ use std::time::Duration;
 use keelson_tests::disk;
 use keelson_tests::nodectl::{json, strings, Nodectl, Operator};
 use keelson_tests::scenario::{
-    deployment_with_budget_yaml, markers, no_disruption_budget_yaml, stubborn_pod_yaml,
-    test_pod_yaml, writer_pod_yaml, Cluster,
+    deployment_with_budget_yaml, drain_identity_token, markers, no_disruption_budget_yaml,
+    stubborn_pod_yaml, test_pod_yaml, with_drain_access, writer_pod_yaml, Cluster,
 };
 use machine_config::prerequisites::{effective_modules, effective_sysctls};
 use regex::Regex;
@@ -237,25 +237,8 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
     // role `nodectl gen drain-role` prints, its token in the config's
     // kubernetes section, applied live. Then a Deployment of two whose
     // budget keeps one, and a budget that keeps the writer.
-    let role = nodectl.run(None, &["gen", "drain-role", "--node", NODE]);
-    assert_eq!(role.code, 0, "{role:?}");
-    cluster.cp.create(&role.stdout).unwrap();
-    let token = cluster
-        .cp
-        .service_account_token(
-            "kube-system",
-            "keelson-drain-token",
-            Duration::from_secs(60),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut with_drain = cluster.config.clone();
-    with_drain.kubernetes = Some(machine_config::schema::Kubernetes {
-        endpoint: None,
-        ca_cert: None,
-        token: Some(token),
-        kubeconfig: None,
-        drain_timeout: machine_config::Duration(DRAIN_TIMEOUT),
-    });
+    let token = drain_identity_token(&nodectl, &cluster.cp, NODE).unwrap_or_else(|e| panic!("{e}"));
+    let with_drain = with_drain_access(&cluster.config, token, DRAIN_TIMEOUT);
     let drain_config = host.path().join("with-drain.yaml");
     std::fs::write(&drain_config, machine_config::to_yaml(&with_drain).unwrap()).unwrap();
     nodectl.ok(

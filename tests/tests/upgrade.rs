@@ -30,6 +30,7 @@ use std::time::Duration;
 use bundle::{BundleMeta, SigningKey};
 use keelson_tests::artifacts;
 use keelson_tests::nodectl::{json, strings, Nodectl, Operator};
+use keelson_tests::qemu::Vm;
 use keelson_tests::scenario::{markers, writer_pod_yaml, Cluster};
 
 const NODE: &str = "keelson-upgrade-0";
@@ -43,6 +44,17 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(20);
 const POWER_CUT_AFTER: Duration = Duration::from_secs(12);
 /// The health timeout set (live) for the bundle whose kubelet cannot run.
 const BROKEN_KUBELET_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Waits for each console line in turn (each after the one before) and
+/// shows it.
+fn expect_lines(vm: &mut Vm, patterns: &[String], each: Duration) {
+    for pattern in patterns {
+        let l = vm
+            .wait_for_line(pattern, each)
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("[{:>6.1}s] {}", l.at.as_secs_f64(), l.text);
+    }
+}
 
 /// Signs `kernel`, `initramfs`, `rootfs` into `out` with `key`.
 fn make_bundle(out: &Path, key: &SigningKey, version: &str, parts: [&Path; 3]) -> PathBuf {
@@ -188,15 +200,14 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
             String::from_utf8_lossy(&out.stderr).trim()
         );
         assert!(!out.status.success(), "an upload cut off is not a success");
-        for pattern in [
-            format!(r"keelson: upgrade interrupted slot=B version={V2}: "),
-            markers::NODE_READY.to_string(),
-        ] {
-            let l = vm
-                .wait_for_line(&pattern, Duration::from_secs(300))
-                .unwrap_or_else(|e| panic!("{e}"));
-            eprintln!("[{:>6.1}s] {}", l.at.as_secs_f64(), l.text);
-        }
+        expect_lines(
+            vm,
+            &[
+                format!(r"keelson: upgrade interrupted slot=B version={V2}: "),
+                markers::NODE_READY.to_string(),
+            ],
+            Duration::from_secs(300),
+        );
         assert!(vm.starts() >= 2, "the reset was a power cycle");
         let (v, slot) = version_of(&nodectl, &admin);
         assert_eq!((v.as_str(), slot.as_str()), (v1.as_str(), "A"));
@@ -219,19 +230,17 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
     let r = nodectl.run(Some(&admin), &["upgrade", "-f", good.to_str().unwrap()]);
     eprintln!("upgrade: {r:?}");
     assert_eq!(r.code, 0, "{r:?}");
-    let vm = &mut cluster.vm;
-    for pattern in [
-        format!(r"keelson: upgrade written slot=B version={V2} "),
-        r"keelson: shutdown done took_ms=\d+".to_string(),
-        format!(r"keelson: upgrade trial slot=B version={V2} "),
-        markers::NODE_READY.to_string(),
-        format!(r"keelson: upgrade committed slot=B version={V2}"),
-    ] {
-        let l = vm
-            .wait_for_line(&pattern, Duration::from_secs(300))
-            .unwrap_or_else(|e| panic!("{e}"));
-        eprintln!("[{:>6.1}s] {}", l.at.as_secs_f64(), l.text);
-    }
+    expect_lines(
+        &mut cluster.vm,
+        &[
+            format!(r"keelson: upgrade written slot=B version={V2} "),
+            r"keelson: shutdown done took_ms=\d+".to_string(),
+            format!(r"keelson: upgrade trial slot=B version={V2} "),
+            markers::NODE_READY.to_string(),
+            format!(r"keelson: upgrade committed slot=B version={V2}"),
+        ],
+        Duration::from_secs(300),
+    );
     let (v, slot) = version_of(&nodectl, &admin);
     assert_eq!((v.as_str(), slot.as_str()), (V2, "B"));
     // The config in STATE is still the one in effect (its hostname).
@@ -269,17 +278,15 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
     let r = nodectl.run(Some(&admin), &["upgrade", "-f", broken.to_str().unwrap()]);
     eprintln!("upgrade (broken kernel): {r:?}");
     assert_eq!(r.code, 0, "{r:?}");
-    let vm = &mut cluster.vm;
-    for pattern in [
-        r"keelson: upgrade written slot=A version=0\.3\.0-broken ".to_string(),
-        r"keelson: shutdown done took_ms=\d+".to_string(),
-        r"keelson: upgrade rolled back slot=A reason=.+".to_string(),
-    ] {
-        let l = vm
-            .wait_for_line(&pattern, Duration::from_secs(400))
-            .unwrap_or_else(|e| panic!("{e}"));
-        eprintln!("[{:>6.1}s] {}", l.at.as_secs_f64(), l.text);
-    }
+    expect_lines(
+        &mut cluster.vm,
+        &[
+            r"keelson: upgrade written slot=A version=0\.3\.0-broken ".to_string(),
+            r"keelson: shutdown done took_ms=\d+".to_string(),
+            r"keelson: upgrade rolled back slot=A reason=.+".to_string(),
+        ],
+        Duration::from_secs(400),
+    );
     let (v, slot) = version_of(&nodectl, &admin);
     assert_eq!((v.as_str(), slot.as_str()), (V2, "B"));
     let status = json(&nodectl.ok(&admin, &["upgrade", "status", "-o", "json"]));
@@ -316,19 +323,17 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
     );
     eprintln!("upgrade (no kubelet): {r:?}");
     assert_eq!(r.code, 0, "{r:?}");
-    let vm = &mut cluster.vm;
-    for pattern in [
-        r"keelson: upgrade written slot=A version=0\.4\.0-no-kubelet ".to_string(),
-        r"keelson: upgrade trial slot=A version=0\.4\.0-no-kubelet ".to_string(),
-        r"keelson: upgrade rolled back slot=A reason=not healthy within healthTimeout.*kubelet"
-            .to_string(),
-        markers::NODE_READY.to_string(),
-    ] {
-        let l = vm
-            .wait_for_line(&pattern, Duration::from_secs(400))
-            .unwrap_or_else(|e| panic!("{e}"));
-        eprintln!("[{:>6.1}s] {}", l.at.as_secs_f64(), l.text);
-    }
+    expect_lines(
+        &mut cluster.vm,
+        &[
+            r"keelson: upgrade written slot=A version=0\.4\.0-no-kubelet ".to_string(),
+            r"keelson: upgrade trial slot=A version=0\.4\.0-no-kubelet ".to_string(),
+            r"keelson: upgrade rolled back slot=A reason=not healthy within healthTimeout.*kubelet"
+                .to_string(),
+            markers::NODE_READY.to_string(),
+        ],
+        Duration::from_secs(400),
+    );
     let (v, slot) = version_of(&nodectl, &admin);
     assert_eq!((v.as_str(), slot.as_str()), (V2, "B"));
     let status = json(&nodectl.ok(&admin, &["upgrade", "status", "-o", "json"]));
@@ -354,26 +359,26 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
     let r = nodectl.run(Some(&admin), &["upgrade", "-f", hangs.to_str().unwrap()]);
     eprintln!("upgrade (init hangs): {r:?}");
     assert_eq!(r.code, 0, "{r:?}");
-    let vm = &mut cluster.vm;
-    for pattern in [
-        r"keelson: upgrade written slot=A version=0\.5\.0-init-hangs ".to_string(),
-        r"keelson: shutdown done took_ms=\d+".to_string(),
-        r"keelson: watchdog armed device=\S+ identity=.* timeout_s=\d+".to_string(),
-        r"keelson: upgrade rolled back slot=A reason=slot A did not come up".to_string(),
-        markers::NODE_READY.to_string(),
-    ] {
-        let l = vm
-            .wait_for_line(&pattern, Duration::from_secs(400))
-            .unwrap_or_else(|e| panic!("{e}"));
-        eprintln!("[{:>6.1}s] {}", l.at.as_secs_f64(), l.text);
-    }
+    expect_lines(
+        &mut cluster.vm,
+        &[
+            r"keelson: upgrade written slot=A version=0\.5\.0-init-hangs ".to_string(),
+            r"keelson: shutdown done took_ms=\d+".to_string(),
+            r"keelson: watchdog armed device=\S+ identity=.* timeout_s=\d+".to_string(),
+            r"keelson: upgrade rolled back slot=A reason=slot A did not come up".to_string(),
+            markers::NODE_READY.to_string(),
+        ],
+        Duration::from_secs(400),
+    );
     assert_eq!(
-        vm.watchdog_resets(),
+        cluster.vm.watchdog_resets(),
         resets_before + 1,
         "the watchdog (not a panic or a reboot) reset the hung boot"
     );
     assert!(
-        vm.console()
+        cluster
+            .vm
+            .console()
             .lines()
             .iter()
             .any(|l| l.text.contains("keelson: watchdog adopted")),

@@ -15,6 +15,7 @@ use keelson_tests::console::ConsoleLine;
 use keelson_tests::control_plane::ControlPlane;
 use keelson_tests::node_config;
 use keelson_tests::nodectl::Nodectl;
+use keelson_tests::scenario::{drain_identity_token, with_drain_access};
 use machine_config::MachineConfig;
 use regex::Regex;
 
@@ -36,6 +37,8 @@ pub struct DrainRun {
     pub first_eviction: Duration,
     /// `drain begins` → the last `drain evicted` line.
     pub last_eviction: Duration,
+    /// `drain begins` → `drain done` (the evicted pods gone).
+    pub done: Duration,
     /// The power button → QEMU exited (the whole shutdown).
     pub shutdown: Duration,
 }
@@ -51,24 +54,8 @@ pub fn give_identity(
     node: &str,
     dir: &Path,
 ) -> Result<()> {
-    let role = nodectl.run(None, &["gen", "drain-role", "--node", node]);
-    if role.code != 0 {
-        bail!("nodectl gen drain-role failed: {role:?}");
-    }
-    cp.create(&role.stdout)?;
-    let token = cp.service_account_token(
-        "kube-system",
-        "keelson-drain-token",
-        Duration::from_secs(60),
-    )?;
-    let mut with_drain = config.clone();
-    with_drain.kubernetes = Some(machine_config::schema::Kubernetes {
-        endpoint: None,
-        ca_cert: None,
-        token: Some(token),
-        kubeconfig: None,
-        drain_timeout: machine_config::Duration(DRAIN_TIMEOUT),
-    });
+    let token = drain_identity_token(nodectl, cp, node)?;
+    let with_drain = with_drain_access(config, token, DRAIN_TIMEOUT);
     let file = dir.join("with-drain.yaml");
     std::fs::write(&file, node_config::to_yaml(&with_drain)?)
         .with_context(|| format!("writing {}", file.display()))?;
@@ -99,10 +86,10 @@ pub fn from_console(lines: &[ConsoleLine], pods: usize, shutdown: Duration) -> R
         .filter(|l| l.at >= began && evicted.is_match(&l.text))
         .map(|l| l.at.saturating_sub(began))
         .collect();
-    let outcome = lines
+    let (outcome, done_at) = lines
         .iter()
         .rev()
-        .find_map(|l| done.captures(&l.text).map(|c| c[1].to_string()))
+        .find_map(|l| done.captures(&l.text).map(|c| (c[1].to_string(), l.at)))
         .context("no `keelson: drain done` on the console")?;
     let step_ms = lines
         .iter()
@@ -116,6 +103,7 @@ pub fn from_console(lines: &[ConsoleLine], pods: usize, shutdown: Duration) -> R
         step_ms,
         first_eviction: evictions.first().copied().unwrap_or_default(),
         last_eviction: evictions.last().copied().unwrap_or_default(),
+        done: done_at.saturating_sub(began),
         shutdown,
     })
 }
@@ -124,16 +112,17 @@ pub fn from_console(lines: &[ConsoleLine], pods: usize, shutdown: Duration) -> R
 pub fn render(md: &mut String, run: &DrainRun) -> Result<()> {
     writeln!(md, "## Drain: {} evictable pods (n = 1)\n", run.pods)?;
     writeln!(md, "A Keelson node (direct kernel) with a drain identity given live (the role `nodectl gen drain-role` prints, its token applied with `apply-config --mode no-reboot`, `drainTimeout` {} s) runs {} bare pods that stop promptly on SIGTERM (default grace 30 s); the ACPI power button starts the shutdown, whose first step cordons the node, evicts the pods through the Eviction API and waits until they are gone. Times are init's (`shutdown step=drain took_ms`) and the harness's view of init's console lines.\n", DRAIN_TIMEOUT.as_secs(), run.pods)?;
-    writeln!(md, "| pods | outcome | evicted | drain step (init) | drain begins → first eviction | → last eviction | power button → power-off |\n|---:|---|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "| pods | outcome | evicted | drain step (init) | drain begins → first eviction | → last eviction | → drain done | power button → power-off |\n|---:|---|---:|---:|---:|---:|---:|---:|")?;
     writeln!(
         md,
-        "| {} | {} | {} | {:.1} s | {:.1} s | {:.1} s | {:.1} s |\n",
+        "| {} | {} | {} | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s |\n",
         run.pods,
         run.outcome,
         run.evicted,
         run.step_ms as f64 / 1000.0,
         run.first_eviction.as_secs_f64(),
         run.last_eviction.as_secs_f64(),
+        run.done.as_secs_f64(),
         run.shutdown.as_secs_f64()
     )?;
     writeln!(md, "- The drain step is mostly kubelet stopping the evicted pods under TCG (each pod's SIGTERM, its sandbox torn down, the API told); the evictions themselves are requests to the API server.\n")?;

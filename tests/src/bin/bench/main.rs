@@ -661,6 +661,11 @@ fn measure_keelson(
         }
         Trigger::PowerButton => n.vm.power_button()?,
     }
+    if plan.drain {
+        // Read the console while the drain runs, so that its lines carry
+        // the time they appeared (waiting for QEMU's exit reads it once).
+        n.vm.wait_for_line(r"keelson: drain done ", SHUTDOWN_TIMEOUT)?;
+    }
     let exited = n.vm.wait_exit(SHUTDOWN_TIMEOUT)?.is_some();
     let took = start.elapsed();
     if !exited {
