@@ -30,3 +30,15 @@ pub mod process;
 pub mod qemu;
 pub mod qmp;
 pub mod scenario;
+
+/// Logging for the harness's programs (`demo`, `bench`): tracing to
+/// stderr, filtered by `RUST_LOG` (default: warnings and errors).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -20,13 +20,7 @@ use regex::Regex;
 const NODE: &str = "keelson-demo";
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    keelson_tests::init_logging();
     match run() {
         Ok(()) => {
             heading("Done");
