@@ -189,6 +189,24 @@ impl Nodectl {
         run
     }
 
+    /// Writes `config` to `file` and applies it live: `apply-config -f
+    /// FILE --mode no-reboot`. Errors only when the file cannot be made;
+    /// the run says how nodectl fared.
+    pub fn apply_live(
+        &self,
+        contexts: &Path,
+        config: &machine_config::MachineConfig,
+        file: &Path,
+    ) -> std::io::Result<Run> {
+        let yaml = machine_config::to_yaml(config).map_err(std::io::Error::other)?;
+        std::fs::write(file, yaml)?;
+        let file_s = file.display().to_string();
+        Ok(self.run(
+            Some(contexts),
+            &["apply-config", "-f", &file_s, "--mode", "no-reboot"],
+        ))
+    }
+
     /// Runs and returns stdout; panics with the whole run on failure.
     pub fn ok(&self, contexts: &Path, args: &[&str]) -> String {
         let r = self.run(Some(contexts), args);

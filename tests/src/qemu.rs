@@ -22,9 +22,7 @@
 //! Dropping a [`Vm`] kills QEMU: no VM outlives its test.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write as _};
 use std::net::Ipv4Addr;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::thread::JoinHandle;
@@ -506,32 +504,19 @@ struct StopEvents {
 fn watch_shutdown_events(socket: &Path) -> StopEvents {
     let mut seen = StopEvents::default();
     let deadline = Instant::now() + EVENT_SOCKET_WAIT;
-    let stream = loop {
-        match UnixStream::connect(socket) {
-            Ok(stream) => break stream,
+    let events = loop {
+        match qmp::events(socket) {
+            Ok(events) => break events,
             Err(_) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => {
-                tracing::warn!(socket = %socket.display(), error = %e, "no QEMU event socket");
+                tracing::warn!(error = %e, "no QEMU event socket");
                 return seen;
             }
         }
     };
-    let Ok(mut writer) = stream.try_clone() else {
-        return seen;
-    };
-    if writer
-        .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
-        .is_err()
-    {
-        return seen;
-    }
-    for line in BufReader::new(stream).lines() {
-        let Ok(line) = line else { break };
-        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
+    for msg in events {
         match msg.get("event").and_then(Value::as_str) {
             Some("WATCHDOG") => {
                 seen.watchdog = true;

@@ -1,6 +1,7 @@
 //! A minimal QMP (QEMU Machine Protocol) client over the VM's unix socket:
 //! one connection per command (greeting, `qmp_capabilities`, the command),
-//! asynchronous events skipped.
+//! asynchronous events skipped; or one connection that only reads the
+//! events ([`events`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -52,19 +53,7 @@ pub fn execute(socket: &Path, command: &str, arguments: Option<Value>) -> Result
     let mut writer = stream.try_clone().map_err(io)?;
     let mut reader = BufReader::new(stream);
 
-    let greeting = read_message(socket, &mut reader)?;
-    if greeting.get("QMP").is_none() {
-        return Err(QmpError::Protocol {
-            path: socket.to_path_buf(),
-            reply: greeting.to_string(),
-        });
-    }
-    send(
-        socket,
-        &mut writer,
-        &json!({ "execute": "qmp_capabilities" }),
-    )?;
-    reply(socket, &mut reader, "qmp_capabilities")?;
+    handshake(socket, &mut reader, &mut writer)?;
 
     let mut request = json!({ "execute": command });
     if let Some(args) = arguments {
@@ -72,6 +61,43 @@ pub fn execute(socket: &Path, command: &str, arguments: Option<Value>) -> Result
     }
     send(socket, &mut writer, &request)?;
     reply(socket, &mut reader, command)
+}
+
+/// The asynchronous events QEMU sends on `socket`, after the greeting and
+/// `qmp_capabilities`, until QEMU closes it. No read timeout: the iterator
+/// ends when QEMU exits.
+pub fn events(socket: &Path) -> Result<impl Iterator<Item = Value>, QmpError> {
+    let io = |source| QmpError::Io {
+        path: socket.to_path_buf(),
+        source,
+    };
+    let stream = UnixStream::connect(socket).map_err(io)?;
+    let mut writer = stream.try_clone().map_err(io)?;
+    let mut reader = BufReader::new(stream);
+    handshake(socket, &mut reader, &mut writer)?;
+    let socket = socket.to_path_buf();
+    Ok(std::iter::from_fn(move || {
+        read_message(&socket, &mut reader)
+            .ok()
+            .filter(|msg| msg.get("event").is_some())
+    }))
+}
+
+/// Reads the greeting and negotiates capabilities (command mode).
+fn handshake(
+    socket: &Path,
+    reader: &mut BufReader<UnixStream>,
+    writer: &mut UnixStream,
+) -> Result<(), QmpError> {
+    let greeting = read_message(socket, reader)?;
+    if greeting.get("QMP").is_none() {
+        return Err(QmpError::Protocol {
+            path: socket.to_path_buf(),
+            reply: greeting.to_string(),
+        });
+    }
+    send(socket, writer, &json!({ "execute": "qmp_capabilities" }))?;
+    reply(socket, reader, "qmp_capabilities").map(|_| ())
 }
 
 fn send(socket: &Path, writer: &mut UnixStream, msg: &Value) -> Result<(), QmpError> {

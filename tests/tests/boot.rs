@@ -239,18 +239,10 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
     // budget keeps one, and a budget that keeps the writer.
     let token = drain_identity_token(&nodectl, &cluster.cp, NODE).unwrap_or_else(|e| panic!("{e}"));
     let with_drain = with_drain_access(&cluster.config, token, DRAIN_TIMEOUT);
-    let drain_config = host.path().join("with-drain.yaml");
-    std::fs::write(&drain_config, machine_config::to_yaml(&with_drain).unwrap()).unwrap();
-    nodectl.ok(
-        &admin,
-        &[
-            "apply-config",
-            "-f",
-            drain_config.to_str().unwrap(),
-            "--mode",
-            "no-reboot",
-        ],
-    );
+    let r = nodectl
+        .apply_live(&admin, &with_drain, &host.path().join("with-drain.yaml"))
+        .unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
     cluster
         .cp
         .create(&deployment_with_budget_yaml("web", 2, 1))

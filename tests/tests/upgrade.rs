@@ -56,6 +56,13 @@ fn expect_lines(vm: &mut Vm, patterns: &[String], each: Duration) {
     }
 }
 
+/// `nodectl upgrade -f BUNDLE`, which must succeed (written, reboot asked).
+fn upgrade_accepted(nodectl: &Nodectl, admin: &Path, bundle: &Path) {
+    let r = nodectl.run(Some(admin), &["upgrade", "-f", bundle.to_str().unwrap()]);
+    eprintln!("upgrade {}: {r:?}", bundle.display());
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
 /// Signs `kernel`, `initramfs`, `rootfs` into `out` with `key`.
 fn make_bundle(out: &Path, key: &SigningKey, version: &str, parts: [&Path; 3]) -> PathBuf {
     let file = std::fs::File::create(out).unwrap();
@@ -227,9 +234,7 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
     // config survive, B is committed after the health period.
     let before = lines_written(&nodectl);
     assert!(before > 0, "the writer wrote before the upgrade");
-    let r = nodectl.run(Some(&admin), &["upgrade", "-f", good.to_str().unwrap()]);
-    eprintln!("upgrade: {r:?}");
-    assert_eq!(r.code, 0, "{r:?}");
+    upgrade_accepted(&nodectl, &admin, &good);
     expect_lines(
         &mut cluster.vm,
         &[
@@ -275,9 +280,7 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
         "0.3.0-broken",
         [&bad_kernel, &stand_in, &stand_in],
     );
-    let r = nodectl.run(Some(&admin), &["upgrade", "-f", broken.to_str().unwrap()]);
-    eprintln!("upgrade (broken kernel): {r:?}");
-    assert_eq!(r.code, 0, "{r:?}");
+    upgrade_accepted(&nodectl, &admin, &broken);
     expect_lines(
         &mut cluster.vm,
         &[
@@ -298,18 +301,14 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
     // (lowered live for this step) the node rolls back to B by itself.
     let mut short = cluster.config.clone();
     short.upgrade.health_timeout = machine_config::Duration(BROKEN_KUBELET_TIMEOUT);
-    let short_file = host.path().join("short-health-timeout.yaml");
-    std::fs::write(&short_file, machine_config::to_yaml(&short).unwrap()).unwrap();
-    nodectl.ok(
-        &admin,
-        &[
-            "apply-config",
-            "-f",
-            short_file.to_str().unwrap(),
-            "--mode",
-            "no-reboot",
-        ],
-    );
+    let r = nodectl
+        .apply_live(
+            &admin,
+            &short,
+            &host.path().join("short-health-timeout.yaml"),
+        )
+        .unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
     let rootfs = rootfs_without_kubelet(&parts[2], host.path());
     let no_kubelet = make_bundle(
         &host.path().join("v4-no-kubelet.bundle"),
@@ -317,12 +316,7 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
         "0.4.0-no-kubelet",
         [parts_ref[0], parts_ref[1], &rootfs],
     );
-    let r = nodectl.run(
-        Some(&admin),
-        &["upgrade", "-f", no_kubelet.to_str().unwrap()],
-    );
-    eprintln!("upgrade (no kubelet): {r:?}");
-    assert_eq!(r.code, 0, "{r:?}");
+    upgrade_accepted(&nodectl, &admin, &no_kubelet);
     expect_lines(
         &mut cluster.vm,
         &[
@@ -356,9 +350,7 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
         ],
     );
     let resets_before = cluster.vm.watchdog_resets();
-    let r = nodectl.run(Some(&admin), &["upgrade", "-f", hangs.to_str().unwrap()]);
-    eprintln!("upgrade (init hangs): {r:?}");
-    assert_eq!(r.code, 0, "{r:?}");
+    upgrade_accepted(&nodectl, &admin, &hangs);
     expect_lines(
         &mut cluster.vm,
         &[

@@ -13,7 +13,6 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use keelson_tests::console::ConsoleLine;
 use keelson_tests::control_plane::ControlPlane;
-use keelson_tests::node_config;
 use keelson_tests::nodectl::Nodectl;
 use keelson_tests::scenario::{drain_identity_token, with_drain_access};
 use machine_config::MachineConfig;
@@ -57,13 +56,9 @@ pub fn give_identity(
     let token = drain_identity_token(nodectl, cp, node)?;
     let with_drain = with_drain_access(config, token, DRAIN_TIMEOUT);
     let file = dir.join("with-drain.yaml");
-    std::fs::write(&file, node_config::to_yaml(&with_drain)?)
+    let r = nodectl
+        .apply_live(admin, &with_drain, &file)
         .with_context(|| format!("writing {}", file.display()))?;
-    let file_s = file.display().to_string();
-    let r = nodectl.run(
-        Some(admin),
-        &["apply-config", "-f", &file_s, "--mode", "no-reboot"],
-    );
     if r.code != 0 {
         bail!("apply-config with the drain identity failed: {r:?}");
     }
