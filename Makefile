@@ -92,7 +92,7 @@ test: deps kube unit scenarios
 demo: image
 	$(HOST_BIN)/demo
 
-bench: image
+bench: image image-v2
 	$(CARGO) run --release --locked -q -p machine-config --example parse_bench > bench/.parse.md
 	$(CARGO) build --release --locked -q -p apid --bins --examples
 	target/release/examples/version_load 64 10 > bench/.apid.md
@@ -113,11 +113,15 @@ bench: image
 	  --boots 3 --pods 0,3,10 --drain-pods 10 --only direct,peer
 	printf "\n" >> bench/results.md
 	cat bench/.apid.md >> bench/results.md
-	# Bundle reader throughput on the host (issue 7; the on-node figure
-	# against dd is still to be measured).
+	# A/B upgrade on the node against dd in the same VM, and command to
+	# healthy on the new slot (issue 7; ~6 min).
+	target/release/bench upgrade --out bench/.upgrade.md
+	printf "\n" >> bench/results.md
+	cat bench/.upgrade.md >> bench/results.md
+	# Bundle reader throughput on the host (issue 7).
 	printf "\n" >> bench/results.md
 	$(CARGO) run --release --locked -q -p bundle --example throughput >> bench/results.md
-	rm -rf bench/.parse.md bench/.apid.md bench/.peer-inputs bench/.peer-dir
+	rm -rf bench/.parse.md bench/.apid.md bench/.upgrade.md bench/.peer-inputs bench/.peer-dir
 	@echo "wrote bench/results.md"
 
 fuzz:

@@ -17,6 +17,7 @@
 //!   control plane like a Keelson node.
 
 pub mod artifacts;
+pub mod bundle_server;
 pub mod command;
 pub mod console;
 pub mod control_plane;

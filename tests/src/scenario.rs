@@ -111,7 +111,18 @@ impl Cluster {
         relay: &Path,
         customize: impl FnOnce(&mut MachineConfig),
     ) -> Result<Cluster, ScenarioError> {
-        Cluster::start_inner(node_name, relay, customize, true)
+        Cluster::start_inner(node_name, relay, customize, true, Vec::new())
+    }
+
+    /// [`Cluster::start_with`], with more guest-to-host forwards (e.g. a
+    /// bundle mirror the node downloads from).
+    pub fn start_with_forwards(
+        node_name: &str,
+        relay: &Path,
+        forwards: Vec<GuestFwd>,
+        customize: impl FnOnce(&mut MachineConfig),
+    ) -> Result<Cluster, ScenarioError> {
+        Cluster::start_inner(node_name, relay, customize, true, forwards)
     }
 
     /// Like [`Cluster::start_with`], but the node boots with no config in
@@ -122,7 +133,7 @@ impl Cluster {
         relay: &Path,
         customize: impl FnOnce(&mut MachineConfig),
     ) -> Result<Cluster, ScenarioError> {
-        Cluster::start_inner(node_name, relay, customize, false)
+        Cluster::start_inner(node_name, relay, customize, false, Vec::new())
     }
 
     fn start_inner(
@@ -130,6 +141,7 @@ impl Cluster {
         relay: &Path,
         customize: impl FnOnce(&mut MachineConfig),
         bake_config: bool,
+        forwards: Vec<GuestFwd>,
     ) -> Result<Cluster, ScenarioError> {
         let image = artifacts::disk_image()?;
         let work = WorkDir::new()?;
@@ -161,6 +173,7 @@ impl Cluster {
             guest_port: GUEST_API_SERVER.1,
             command: format!("{} {}", relay.display(), cp.api_port()),
         });
+        spec.guestfwd.extend(forwards);
         let vm = Vm::boot(&spec)?;
         let booted_at = vm.started();
         Ok(Cluster {
@@ -258,7 +271,8 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if std::env::var("KEELSON_KEEP_WORK").is_ok_and(|v| v == "1") {
+        // Kept when asked, and when a test fails (its logs explain it).
+        if std::thread::panicking() || std::env::var("KEELSON_KEEP_WORK").is_ok_and(|v| v == "1") {
             if let Some(dir) = self.dir.take() {
                 let kept = dir.keep();
                 eprintln!("keeping work directory {}", kept.display());

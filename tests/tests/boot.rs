@@ -46,6 +46,10 @@ const TOTAL: Duration = Duration::from_secs(120);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The pod writing to a hostPath under /var.
 const WRITER: &str = "writer";
+/// How long the pods may take to run again after a reboot: kubelet
+/// recreates every sandbox, and under TCG beside another scenario's VM that
+/// took 80-160 s after the node was Ready (CI, session 5).
+const POD_RESTART: Duration = Duration::from_secs(300);
 /// init's line once the ordered shutdown is done.
 const SHUTDOWN_DONE: &str = r"keelson: shutdown done took_ms=\d+";
 
@@ -229,9 +233,14 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
         }
         r.stdout.lines().filter(|l| l.starts_with("line ")).count() as u64
     };
-    wait_until("the writer pod writes", Duration::from_secs(60), || {
-        lines_written(&nodectl) > 5
-    });
+    wait_until(
+        &mut cluster,
+        (&nodectl, &admin),
+        &[WRITER],
+        "the writer pod writes",
+        Duration::from_secs(60),
+        |_| lines_written(&nodectl) > 5,
+    );
 
     // Issue 9: a drain identity, given the way an operator would: the
     // role `nodectl gen drain-role` prints, its token in the config's
@@ -267,13 +276,21 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
             .filter(|p| *p == "Running")
             .count()
     };
-    wait_until("two web pods run", Duration::from_secs(180), || {
-        web_running(&cluster) == 2
-    });
     wait_until(
+        &mut cluster,
+        (&nodectl, &admin),
+        &[],
+        "two web pods run",
+        Duration::from_secs(180),
+        |c| web_running(c) == 2,
+    );
+    wait_until(
+        &mut cluster,
+        (&nodectl, &admin),
+        &[],
         "the budgets are computed by the disruption controller",
         Duration::from_secs(60),
-        || {
+        |cluster| {
             cluster
                 .cp
                 .kubectl(&[
@@ -373,9 +390,14 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
         .kubectl(&["get", "node", NODE, "-o", "jsonpath={.spec.unschedulable}"])
         .unwrap();
     assert_eq!(unschedulable.trim(), "", "the node is schedulable again");
-    wait_until("two web pods run again", Duration::from_secs(180), || {
-        web_running(&cluster) == 2
-    });
+    wait_until(
+        &mut cluster,
+        (&nodectl, &admin),
+        &[],
+        "two web pods run again",
+        Duration::from_secs(180),
+        |c| web_running(c) == 2,
+    );
     assert_eq!(
         find_key(&last, "previous_clean"),
         Some(&serde_json::Value::Bool(true)),
@@ -384,9 +406,12 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
     let before_reset = {
         let seen = lines_written(&nodectl);
         wait_until(
+            &mut cluster,
+            (&nodectl, &admin),
+            &[WRITER],
             "the writer pod writes after the reboot",
-            Duration::from_secs(120),
-            || lines_written(&nodectl) > seen,
+            POD_RESTART,
+            |_| lines_written(&nodectl) > seen,
         );
         lines_written(&nodectl)
     };
@@ -426,9 +451,12 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
         "{services}"
     );
     wait_until(
+        &mut cluster,
+        (&nodectl, &admin),
+        &[WRITER],
         "the writer pod writes after the reset",
-        Duration::from_secs(120),
-        || lines_written(&nodectl) > before_reset,
+        POD_RESTART,
+        |_| lines_written(&nodectl) > before_reset,
     );
 
     // (c) The power button with a pod that ignores SIGTERM: the node still
@@ -483,10 +511,10 @@ fn node_boots_joins_the_cluster_and_runs_a_pod() {
             .contains("unreachable"),
         "the report says why: {drain_step}"
     );
-    assert!(
-        strings(&report).contains("forced"),
-        "the hung pod was forced: {report}"
-    );
+    // The pods step says "forced" when the stubborn container's SIGKILL was
+    // all it took, "timed-out" when, on a loaded host, sandbox teardown
+    // also ran out of its share: either way the report says it forced.
+    assert_eq!(report["forced"], true, "the hung pod was forced: {report}");
     let written = disk::read_file(&raw, "VAR", &format!("/log/keelson-writer/{WRITER}")).unwrap();
     let text = String::from_utf8_lossy(&written);
     assert!(text.ends_with('\n'), "the last line is whole");
@@ -524,11 +552,63 @@ fn find_key<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::V
     }
 }
 
-/// Polls `cond` every second until true; panics naming `what` after `timeout`.
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+/// Polls `cond` every second until true; after `timeout` panics naming
+/// `what`, with what the cluster and the node say about `pods` (their
+/// state and events, kubelet's and containerd's logs, the console), so a
+/// failure in CI explains itself.
+fn wait_until(
+    cluster: &mut Cluster,
+    node: (&Nodectl, &Path),
+    pods: &[&str],
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut(&Cluster) -> bool,
+) {
     let deadline = std::time::Instant::now() + timeout;
-    while !cond() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+    while !cond(cluster) {
+        if std::time::Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?}: {what}\n{}",
+                explain(cluster, node, pods)
+            );
+        }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// What the control plane and the node (through nodectl as `admin`) say
+/// about `pods`, for a failure message: never fails, says what it could not
+/// read instead.
+fn explain(cluster: &mut Cluster, (nodectl, admin): (&Nodectl, &Path), pods: &[&str]) -> String {
+    let mut out = String::new();
+    let all = cluster
+        .cp
+        .kubectl(&["get", "pods", "-A", "-o", "wide"])
+        .unwrap_or_else(|e| format!("(kubectl get pods: {e})"));
+    out.push_str(&format!("--- pods:\n{all}\n"));
+    for pod in pods {
+        let state = match cluster.cp.pod(pod) {
+            Ok(info) => format!("{info:?}"),
+            Err(e) => format!("({e})"),
+        };
+        out.push_str(&format!(
+            "--- pod {pod}: {state}\nevents:\n{}\n",
+            cluster.cp.events_for(pod)
+        ));
+    }
+    for (service, lines) in [("kubelet", 60), ("containerd", 30)] {
+        let r = nodectl.run(
+            Some(admin),
+            &["logs", service, "--tail", &lines.to_string()],
+        );
+        out.push_str(&format!(
+            "--- nodectl logs {service} (last {lines}, exit {}):\n{}{}\n",
+            r.code, r.stdout, r.stderr
+        ));
+    }
+    out.push_str(&format!(
+        "--- console (last 30):\n{}",
+        cluster.vm.console_tail(30)
+    ));
+    out
 }

@@ -13,8 +13,12 @@
 //!   invalid; the retried upgrade then succeeds.
 //! - A bundle whose (signed) kernel GRUB cannot load goes to slot A; the
 //!   trial boot falls back to B by itself, and the node says it rolled back.
-//! - A bundle whose kubelet cannot run: the trial boots, is never healthy,
-//!   and after the health timeout the node reboots into B by itself.
+//! - A bundle whose kubelet cannot run, which the node downloads itself
+//!   (`nodectl upgrade --url`) from an HTTPS mirror on the host: refused
+//!   under the node's system CAs, accepted with the mirror's CA pinned,
+//!   resumed after the mirror cuts the download; the trial boots, is never
+//!   healthy, and after the health timeout the node reboots into B by
+//!   itself.
 //! - A bundle whose init hangs after stage 1: the watchdog stage 1 armed
 //!   (QEMU's i6300esb) resets the machine and GRUB boots B again.
 //!
@@ -29,8 +33,9 @@ use std::time::Duration;
 
 use bundle::{BundleMeta, SigningKey};
 use keelson_tests::artifacts;
+use keelson_tests::bundle_server::{BundleServer, Fault};
 use keelson_tests::nodectl::{json, strings, Nodectl, Operator};
-use keelson_tests::qemu::Vm;
+use keelson_tests::qemu::{GuestFwd, Vm};
 use keelson_tests::scenario::{markers, writer_pod_yaml, Cluster};
 
 const NODE: &str = "keelson-upgrade-0";
@@ -42,6 +47,10 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(20);
 /// How long after the upload starts the power is cut: past the kernel and
 /// initramfs (16 MB at 1.5–3 MB/s under TCG), inside the root filesystem.
 const POWER_CUT_AFTER: Duration = Duration::from_secs(12);
+/// Where the guest reaches the bundle mirror (a guestfwd to the host).
+const MIRROR: (std::net::Ipv4Addr, u16) = (std::net::Ipv4Addr::new(10, 0, 2, 101), 443);
+/// Where the mirror cuts the first download (well inside the rootfs).
+const MIRROR_CUT: u64 = 40 << 20;
 /// The health timeout set (live) for the bundle whose kubelet cannot run.
 const BROKEN_KUBELET_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -105,7 +114,20 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
     let op = Operator::new(&host.path().join("secrets")).unwrap_or_else(|e| panic!("{e}"));
     let certificates = op.node_certificates(NODE).unwrap_or_else(|e| panic!("{e}"));
     let key = SigningKey::from_file(&op.secrets.join("upgrade-signing.key")).unwrap();
-    let mut cluster = Cluster::start_with(NODE, relay, |cfg| {
+    let mirror_dir = host.path().join("mirror");
+    std::fs::create_dir(&mirror_dir).unwrap();
+    let mirror = BundleServer::start(
+        &mirror_dir,
+        &[&MIRROR.0.to_string()],
+        Fault::CutFirst(MIRROR_CUT),
+    )
+    .unwrap();
+    let to_mirror = GuestFwd {
+        guest_ip: MIRROR.0,
+        guest_port: MIRROR.1,
+        command: format!("{} {}", relay.display(), mirror.port()),
+    };
+    let mut cluster = Cluster::start_with_forwards(NODE, relay, vec![to_mirror], |cfg| {
         cfg.machine.certificates = Some(certificates.clone());
         cfg.machine.trusted_upgrade_keys = vec![key.public_base64()];
         cfg.upgrade.healthy_after = machine_config::Duration(HEALTHY_AFTER);
@@ -310,13 +332,35 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
         .unwrap();
     assert_eq!(r.code, 0, "{r:?}");
     let rootfs = rootfs_without_kubelet(&parts[2], host.path());
-    let no_kubelet = make_bundle(
-        &host.path().join("v4-no-kubelet.bundle"),
+    make_bundle(
+        &mirror_dir.join("v4-no-kubelet.bundle"),
         &key,
         "0.4.0-no-kubelet",
         [parts_ref[0], parts_ref[1], &rootfs],
     );
-    upgrade_accepted(&nodectl, &admin, &no_kubelet);
+    let url = format!("https://{}/v4-no-kubelet.bundle", MIRROR.0);
+    // The node's own CA bundle (Debian's) does not know the mirror's CA.
+    let r = nodectl.run(Some(&admin), &["upgrade", "--url", &url]);
+    eprintln!("upgrade --url without --ca: {r:?}");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("UnknownIssuer"), "{r:?}");
+    assert!(r.stderr.contains("nothing was written"), "{r:?}");
+    assert!(mirror.served().is_empty(), "{:?}", mirror.served());
+    // Pinned: downloaded by the node, cut by the mirror, resumed.
+    let ca = host.path().join("mirror-ca.pem");
+    std::fs::write(&ca, mirror.ca_pem()).unwrap();
+    let r = nodectl.run(
+        Some(&admin),
+        &["upgrade", "--url", &url, "--ca", ca.to_str().unwrap()],
+    );
+    eprintln!("upgrade --url --ca: {r:?}");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("; resumed at byte "), "{r:?}");
+    let served = mirror.served();
+    eprintln!("the mirror served: {served:?}");
+    assert_eq!(served.len(), 2, "{served:?}");
+    assert_eq!((served[0].status, served[0].sent), (200, MIRROR_CUT));
+    assert_eq!(served[1].status, 206, "{served:?}");
     expect_lines(
         &mut cluster.vm,
         &[

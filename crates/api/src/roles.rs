@@ -103,6 +103,7 @@ pub const TABLE: &[MethodRule] = &[
     rule("Shutdown", Role::Operator, false),
     rule("LastShutdown", Role::Reader, false),
     rule("Upgrade", Role::Operator, false),
+    rule("UpgradeFromUrl", Role::Operator, false),
     rule("Rollback", Role::Operator, false),
     rule("UpgradeStatus", Role::Reader, false),
 ];

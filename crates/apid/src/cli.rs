@@ -46,6 +46,9 @@ pub struct Args {
     /// init's API socket.
     #[arg(long, default_value = api::INIT_SOCKET)]
     pub upstream: PathBuf,
+    /// The CA bundle `UpgradeFromUrl` trusts when the caller pins no CA.
+    #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
+    pub system_cas: PathBuf,
 }
 
 /// Why apid could not start.
@@ -114,6 +117,7 @@ pub async fn start(args: &Args) -> Result<Started, StartError> {
         tls,
         mode,
         upstream: Upstream::new(&args.upstream),
+        system_cas: args.system_cas.clone(),
     };
     Ok(Started {
         listener,

@@ -69,6 +69,12 @@ impl Upstream {
         &self.socket
     }
 
+    /// The channel to init, for the calls apid makes itself (typed
+    /// clients); clones share the connection.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     /// Forwards one call with the caller's identity in its metadata and
     /// returns init's response (headers, message stream, trailers). A
     /// failure to reach init is `Unavailable`.
@@ -79,14 +85,7 @@ impl Upstream {
     ) -> Result<http::Response<tonic::body::Body>, Status> {
         let (mut parts, body) = request.into_parts();
         sanitize(&mut parts.headers);
-        parts.headers.insert(
-            HeaderName::from_static(api::CLIENT_CN_HEADER),
-            header_value(caller.cn()),
-        );
-        parts.headers.insert(
-            HeaderName::from_static(api::CLIENT_ROLE_HEADER),
-            header_value(caller.role_label()),
-        );
+        stamp_headers(&mut parts.headers, caller);
         let request = http::Request::from_parts(parts, tonic::body::Body::new(body));
         self.channel.clone().oneshot(request).await.map_err(|e| {
             Status::unavailable(format!(
@@ -96,6 +95,26 @@ impl Upstream {
             ))
         })
     }
+}
+
+/// Writes the caller's identity (common name, role) into `headers`, as
+/// init reads it.
+fn stamp_headers(headers: &mut HeaderMap, caller: &Caller) {
+    headers.insert(
+        HeaderName::from_static(api::CLIENT_CN_HEADER),
+        header_value(caller.cn()),
+    );
+    headers.insert(
+        HeaderName::from_static(api::CLIENT_ROLE_HEADER),
+        header_value(caller.role_label()),
+    );
+}
+
+/// The caller's identity in the metadata of a call apid makes itself.
+pub fn stamp(metadata: &mut tonic::metadata::MetadataMap, caller: &Caller) {
+    let mut headers = std::mem::take(metadata).into_headers();
+    stamp_headers(&mut headers, caller);
+    *metadata = tonic::metadata::MetadataMap::from_headers(headers);
 }
 
 /// Removes hop-by-hop headers and every `x-keelson-*` header the client sent

@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::audit::{AuditBody, AuditRecord};
 use crate::authorize::authorize;
 use crate::forward::Upstream;
 use crate::identity::Caller;
+use crate::upgrade_url::{self, UrlUpgrader};
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,6 +56,8 @@ pub struct Gateway {
     pub mode: Mode,
     /// init's API socket.
     pub upstream: Upstream,
+    /// The node's CA bundle, for `UpgradeFromUrl` without a pinned CA.
+    pub system_cas: PathBuf,
 }
 
 /// Serves `listener` until `shutdown` completes, then drains open calls for
@@ -126,11 +130,14 @@ async fn connection(
         },
     };
     let caller = Arc::new(caller);
-    let upstream = gateway.upstream.clone();
+    let upgrader = UrlUpgrader {
+        upstream: gateway.upstream.clone(),
+        system_cas: gateway.system_cas.clone(),
+    };
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         let caller = caller.clone();
-        let upstream = upstream.clone();
-        async move { Ok::<_, Infallible>(call(request, &caller, peer, &upstream).await) }
+        let upgrader = upgrader.clone();
+        async move { Ok::<_, Infallible>(call(request, &caller, peer, &upgrader).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -146,12 +153,12 @@ async fn connection(
     }
 }
 
-/// One call: authorize, forward, audit.
+/// One call: authorize, forward (or answer `UpgradeFromUrl` here), audit.
 async fn call(
     request: http::Request<Incoming>,
     caller: &Caller,
     peer: SocketAddr,
-    upstream: &Upstream,
+    upgrader: &UrlUpgrader,
 ) -> http::Response<AuditBody> {
     let path = request.uri().path().to_owned();
     let method = api::roles::method_name(&path).unwrap_or(&path);
@@ -160,7 +167,11 @@ async fn call(
         record.mark_denied();
         return AuditBody::wrap(status.into_http(), record);
     }
-    match upstream.forward(request, caller).await {
+    if path == upgrade_url::PATH {
+        let response = upgrade_url::serve(upgrader.clone(), caller.clone(), request).await;
+        return AuditBody::wrap(response, record);
+    }
+    match upgrader.upstream.forward(request, caller).await {
         Ok(response) => AuditBody::wrap(response, record),
         Err(status) => AuditBody::wrap(status.into_http(), record),
     }

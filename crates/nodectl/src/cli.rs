@@ -506,8 +506,9 @@ pub struct CompletionArgs {
     pub shell: clap_complete::Shell,
 }
 
-/// `nodectl upgrade -f BUNDLE [--stage | --reboot=false] [--pubkey KEY]`
-/// or `nodectl upgrade status`.
+/// `nodectl upgrade -f BUNDLE [--stage | --reboot=false] [--pubkey KEY]`,
+/// `nodectl upgrade --url URL [--ca FILE] [--stage | --reboot=false]` or
+/// `nodectl upgrade status`.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct UpgradeArgs {
@@ -517,8 +518,25 @@ pub struct UpgradeArgs {
 
     /// The bundle (`image-build bundle`, `make bundle`). Several nodes are
     /// upgraded one after the other, each with its own upload.
-    #[arg(short = 'f', long = "file", value_name = "BUNDLE", required = true)]
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "BUNDLE",
+        required_unless_present = "url",
+        conflicts_with = "url"
+    )]
     pub file: Option<PathBuf>,
+
+    /// Instead of uploading: the node downloads the bundle from this
+    /// https:// URL itself (resuming after a dropped connection) and writes
+    /// it as it arrives. The node's system CAs are trusted unless `--ca`.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// With `--url`: trust only the CA certificate(s) in this PEM file for
+    /// the download (a private mirror).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
 
     /// Write the slot and set the trial, but do not reboot: the trial
     /// happens at the next reboot (same as --reboot=false).
@@ -543,7 +561,7 @@ pub struct UpgradeArgs {
     /// signing key. Without it nodectl checks the header, manifest, size and
     /// that the signature matches the key the bundle names. The node checks
     /// its own trusted keys and every payload hash either way.
-    #[arg(long, value_name = "KEY|FILE")]
+    #[arg(long, value_name = "KEY|FILE", conflicts_with = "url")]
     pub pubkey: Option<String>,
 }
 
@@ -613,6 +631,19 @@ mod tests {
         assert!(parse(&["upgrade"]).is_err());
         assert!(parse(&["upgrade", "-f", "x", "--stage", "--reboot=true"]).is_err());
         assert!(parse(&["upgrade", "-f", "x", "--reboot=maybe"]).is_err());
+    }
+
+    #[test]
+    fn upgrade_takes_a_url_instead_of_a_file_and_a_ca_only_with_it() {
+        let a = upgrade(&["upgrade", "--url", "https://m/v2.bundle", "--ca", "ca.pem"]);
+        assert_eq!(a.url.as_deref(), Some("https://m/v2.bundle"));
+        assert_eq!(a.ca, Some(PathBuf::from("ca.pem")));
+        assert!(a.file.is_none());
+        assert!(!upgrade(&["upgrade", "--url", "https://m/b", "--stage"]).reboots());
+        assert!(parse(&["upgrade", "--url", "https://m/b", "-f", "x"]).is_err());
+        // (--ca without --url is refused by the command: clap does not
+        // check `requires` on this subcommand-negating struct.)
+        assert!(parse(&["upgrade", "--url", "https://m/b", "--pubkey", "k"]).is_err());
     }
 
     #[test]

@@ -333,6 +333,7 @@ pub struct Progress {
     total: u64,
     tty: bool,
     label: String,
+    verb: &'static str,
     last_draw: Option<Duration>,
     last_tenth: u64,
 }
@@ -344,9 +345,17 @@ impl Progress {
             total,
             tty,
             label: label.to_owned(),
+            verb: "sent",
             last_draw: None,
             last_tenth: 0,
         }
+    }
+
+    /// The same display saying `verb` (e.g. `downloaded`) instead of `sent`
+    /// on its plain lines.
+    pub fn with_verb(mut self, verb: &'static str) -> Progress {
+        self.verb = verb;
+        self
     }
 
     fn bar(&self, sent: u64, elapsed: Duration) -> String {
@@ -384,8 +393,9 @@ impl Progress {
         }
         self.last_tenth = tenth;
         Some(format!(
-            "{}sent {}\n",
+            "{}{} {}\n",
             self.label,
+            self.verb,
             progress_text(sent, self.total, elapsed)
         ))
     }
@@ -396,8 +406,9 @@ impl Progress {
             format!("{}\n", self.bar(sent, elapsed))
         } else {
             format!(
-                "{}sent {}\n",
+                "{}{} {}\n",
                 self.label,
+                self.verb,
                 progress_text(sent, self.total, elapsed)
             )
         }

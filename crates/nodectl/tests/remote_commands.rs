@@ -64,6 +64,33 @@ fn trusted_bundle_key() -> bundle::SigningKey {
     bundle::SigningKey::from_seed([5; 32])
 }
 
+/// Writes `<dir>/<name>.bundle`: OS 2.0.0, build build-88, upgrades from
+/// 1.0, signed with [`trusted_bundle_key`], with a rootfs payload of
+/// `rootfs_len` patterned bytes.
+fn signed_bundle(dir: &Path, name: &str, rootfs_len: usize) -> PathBuf {
+    let part = |file: &str, len: usize| {
+        let p = dir.join(format!("{name}-{file}"));
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let (k, i, r) = (
+        part("vmlinuz", 1000),
+        part("initramfs.img", 3000),
+        part("rootfs.squashfs", rootfs_len),
+    );
+    let meta = bundle::BundleMeta {
+        os_version: "2.0.0".into(),
+        build_id: "build-88".into(),
+        created: None,
+        min_upgrade_from: Some("1.0".into()),
+    };
+    let out = dir.join(format!("{name}.bundle"));
+    let mut file = std::fs::File::create(&out).unwrap();
+    bundle::write_bundle(&mut file, &trusted_bundle_key(), &meta, &k, &i, &r).unwrap();
+    out
+}
+
 /// What the double's Upgrade received.
 #[derive(Clone, Debug)]
 struct Received {
@@ -166,6 +193,15 @@ impl Machine for Double {
             bytes,
             rebooting,
         }))
+    }
+    type UpgradeFromUrlStream = Stream<UpgradeFromUrlProgress>;
+    async fn upgrade_from_url(
+        &self,
+        _: Request<UpgradeFromUrlRequest>,
+    ) -> Result<Response<Self::UpgradeFromUrlStream>, Status> {
+        // apid answers it; init never sees it.
+        self.called("UpgradeFromUrl");
+        nope()
     }
     async fn rollback(
         &self,
@@ -384,6 +420,8 @@ impl Machine for Double {
 struct Lab {
     rt: tokio::runtime::Runtime,
     dir: tempfile::TempDir,
+    /// What apid trusts for `UpgradeFromUrl` without a pinned CA.
+    system_cas: PathBuf,
 }
 
 impl Lab {
@@ -393,9 +431,12 @@ impl Lab {
             .enable_all()
             .build()
             .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let system_cas = dir.path().join("system-cas.pem");
         Lab {
             rt,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
+            system_cas,
         }
     }
 
@@ -427,6 +468,7 @@ impl Lab {
             tls,
             mode,
             upstream: apid::forward::Upstream::new(&socket),
+            system_cas: self.system_cas.clone(),
         };
         self.rt.spawn(apid::server::serve(
             listener,
@@ -434,6 +476,59 @@ impl Lab {
             std::future::pending(),
         ));
         addr
+    }
+
+    /// `nodectl gen secrets`, then a double behind a mutual-TLS apid for
+    /// each of `doubles` with a certificate from those secrets. Returns the
+    /// contexts file (current context: the first node; a `reader` context
+    /// for it too) and the nodes' addresses.
+    fn mutual_nodes(&self, doubles: &[&Double]) -> (PathBuf, Vec<String>) {
+        let secrets = self.path("secrets");
+        let o = nodectl(&[
+            "gen",
+            "secrets",
+            "--out",
+            secrets.to_str().unwrap(),
+            "--endpoint",
+            "127.0.0.1:1",
+        ]);
+        assert!(o.status.success(), "{}", err(&o));
+        let read = |f: &str| std::fs::read_to_string(secrets.join(f)).unwrap();
+        let ca = nodectl::secrets::CertificateAuthority::from_pem(&read("ca.crt"), &read("ca.key"))
+            .unwrap();
+        let node_cert = ca
+            .issue_node(&nodectl::secrets::NodeTemplate::default(), "node-a", &[])
+            .unwrap();
+        let pem_certs = |pem: &str| {
+            rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
+                .collect::<Result<Vec<rustls_pki_types::CertificateDer<'static>>, _>>()
+                .unwrap()
+        };
+        let server_tls = || {
+            apid::tls::mutual(
+                pem_certs(ca.cert_pem()),
+                pem_certs(&node_cert.cert_pem),
+                rustls_pki_types::pem::PemObject::from_pem_slice(node_cert.key_pem.as_bytes())
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let addrs: Vec<String> = doubles
+            .iter()
+            .map(|d| self.node(d, server_tls(), Mode::Mutual).to_string())
+            .collect();
+        let contexts = secrets.join("nodectl.yaml");
+        let text = std::fs::read_to_string(&contexts).unwrap();
+        std::fs::write(
+            &contexts,
+            format!(
+                "{}\n  reader:\n    endpoints: [\"{}\"]\n    ca: ca.crt\n    cert: reader.crt\n    key: reader.key\n",
+                text.replace("127.0.0.1:1", &addrs[0]),
+                addrs[0]
+            ),
+        )
+        .unwrap();
+        (contexts, addrs)
     }
 }
 
@@ -962,35 +1057,6 @@ fn insecure_connections_pin_the_maintenance_fingerprint() {
 #[test]
 fn upgrades_stream_the_bundle_and_show_the_slots() {
     let lab = Lab::new();
-    let secrets = lab.path("secrets");
-    let o = nodectl(&[
-        "gen",
-        "secrets",
-        "--out",
-        secrets.to_str().unwrap(),
-        "--endpoint",
-        "127.0.0.1:1",
-    ]);
-    assert!(o.status.success(), "{}", err(&o));
-    let read = |f: &str| std::fs::read_to_string(secrets.join(f)).unwrap();
-    let ca =
-        nodectl::secrets::CertificateAuthority::from_pem(&read("ca.crt"), &read("ca.key")).unwrap();
-    let node_cert = ca
-        .issue_node(&nodectl::secrets::NodeTemplate::default(), "node-a", &[])
-        .unwrap();
-    let pem_certs = |pem: &str| {
-        rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
-            .collect::<Result<Vec<rustls_pki_types::CertificateDer<'static>>, _>>()
-            .unwrap()
-    };
-    let server_tls = || {
-        apid::tls::mutual(
-            pem_certs(ca.cert_pem()),
-            pem_certs(&node_cert.cert_pem),
-            rustls_pki_types::pem::PemObject::from_pem_slice(node_cert.key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap()
-    };
     let double = |name: &str, refuse_upgrade: bool, no_upgrades: bool| Double {
         behaviour: Behaviour {
             hostname: name.into(),
@@ -1003,45 +1069,14 @@ fn upgrades_stream_the_bundle_and_show_the_slots() {
     let a = double("node-a", false, false);
     let b = double("node-b", true, false);
     let old = double("node-old", false, true);
-    let addr_a = lab.node(&a, server_tls(), Mode::Mutual).to_string();
-    let addr_b = lab.node(&b, server_tls(), Mode::Mutual).to_string();
-    let addr_old = lab.node(&old, server_tls(), Mode::Mutual).to_string();
-    let contexts = secrets.join("nodectl.yaml");
-    let text = std::fs::read_to_string(&contexts).unwrap();
-    std::fs::write(
-        &contexts,
-        format!(
-            "{}\n  reader:\n    endpoints: [\"{addr_a}\"]\n    ca: ca.crt\n    cert: reader.crt\n    key: reader.key\n",
-            text.replace("127.0.0.1:1", &addr_a)
-        ),
-    )
-    .unwrap();
+    let (contexts, addrs) = lab.mutual_nodes(&[&a, &b, &old]);
+    let [addr_a, addr_b, addr_old] = [&addrs[0], &addrs[1], &addrs[2]].map(String::clone);
     let ctx = contexts.to_str().unwrap();
 
     // A bundle of 2 MiB + 7 bytes of payload signed with the trusted key.
     let dir = lab.path("bundle");
     std::fs::create_dir(&dir).unwrap();
-    let part = |name: &str, len: usize| {
-        let p = dir.join(name);
-        let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-        std::fs::write(&p, bytes).unwrap();
-        p
-    };
-    let (k, i, r) = (
-        part("vmlinuz", 1000),
-        part("initramfs.img", 3000),
-        part("rootfs.squashfs", (2 << 20) + 7),
-    );
-    let meta = bundle::BundleMeta {
-        os_version: "2.0.0".into(),
-        build_id: "build-88".into(),
-        created: None,
-        min_upgrade_from: Some("1.0".into()),
-    };
-    let good = dir.join("v2.bundle");
-    let mut file = std::fs::File::create(&good).unwrap();
-    bundle::write_bundle(&mut file, &trusted_bundle_key(), &meta, &k, &i, &r).unwrap();
-    drop(file);
+    let good = signed_bundle(&dir, "v2", (2 << 20) + 7);
     let bundle_bytes = std::fs::read(&good).unwrap();
     let size = bundle_bytes.len();
     let good_s = good.to_str().unwrap();
@@ -1191,11 +1226,7 @@ fn upgrades_stream_the_bundle_and_show_the_slots() {
     // tried in turn, exit 1, each labelled. (16 MiB: more than the stream
     // buffers, so a sender that kept waiting on the refusing node would
     // hang here.)
-    let big_rootfs = part("big.squashfs", 16 << 20);
-    let big = dir.join("big.bundle");
-    let mut file = std::fs::File::create(&big).unwrap();
-    bundle::write_bundle(&mut file, &trusted_bundle_key(), &meta, &k, &i, &big_rootfs).unwrap();
-    drop(file);
+    let big = signed_bundle(&dir, "big", 16 << 20);
     let nodes = format!("{addr_a},{addr_b}");
     let o = nodectl(&[
         "--contexts",
@@ -1330,4 +1361,167 @@ fn upgrades_stream_the_bundle_and_show_the_slots() {
         "{}",
         out(&o)
     );
+}
+
+#[test]
+fn upgrades_from_a_url_resume_a_dropped_download_and_trust_only_what_they_are_told() {
+    use keelson_tests::bundle_server::{BundleServer, Fault};
+    let lab = Lab::new();
+    let a = Double {
+        behaviour: Behaviour {
+            hostname: "node-a".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (contexts, _) = lab.mutual_nodes(&[&a]);
+    let ctx = contexts.to_str().unwrap();
+    let dir = lab.path("mirror");
+    std::fs::create_dir(&dir).unwrap();
+    let bundle = signed_bundle(&dir, "v2", 3 << 20);
+    let bundle_bytes = std::fs::read(&bundle).unwrap();
+    let cut_at = 1u64 << 20;
+    let mirror = BundleServer::start(&dir, &["127.0.0.1"], Fault::CutFirst(cut_at)).unwrap();
+    let url = format!("https://127.0.0.1:{}/v2.bundle", mirror.port());
+    let ca = dir.join("mirror-ca.pem");
+    std::fs::write(&ca, mirror.ca_pem()).unwrap();
+    let ca_s = ca.to_str().unwrap();
+    let upgrade_calls = || a.calls().iter().filter(|c| *c == "Upgrade").count();
+
+    // The node's system CAs do not include the mirror's: refused during
+    // the TLS handshake, before init is asked to write anything.
+    let unrelated = keelson_tests::pki::Ca::new("some public CA").unwrap();
+    std::fs::write(&lab.system_cas, unrelated.cert_pem()).unwrap();
+    let o = nodectl(&["--contexts", ctx, "upgrade", "--url", &url]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        err(&o).contains("FailedPrecondition: download: "),
+        "{}",
+        err(&o)
+    );
+    assert!(err(&o).contains("UnknownIssuer"), "{}", err(&o));
+    assert!(err(&o).contains("nothing was written"), "{}", err(&o));
+    assert_eq!(upgrade_calls(), 0);
+    assert!(mirror.served().is_empty(), "{:?}", mirror.served());
+
+    // Plain http and a missing file: refused, nothing written.
+    let plain = url.replacen("https", "http", 1);
+    let o = nodectl(&["--contexts", ctx, "upgrade", "--url", &plain]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("InvalidArgument: url"), "{}", err(&o));
+    assert!(err(&o).contains("plain http is refused"), "{}", err(&o));
+    let missing = url.replace("v2.bundle", "v3.bundle");
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "upgrade",
+        "--url",
+        &missing,
+        "--ca",
+        ca_s,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("the server answered 404"), "{}", err(&o));
+    assert_eq!(upgrade_calls(), 0);
+
+    // Pinned to the mirror's CA: the first download is cut at 1 MiB, the
+    // node resumes where it stopped, and init gets exactly the file.
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "upgrade",
+        "--url",
+        &url,
+        "--ca",
+        ca_s,
+        "--stage",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let e = err(&o);
+    assert!(e.contains(&format!("the node downloads {url}")), "{e}");
+    assert!(e.contains("; resumed at byte "), "{e}");
+    assert!(
+        e.lines()
+            .any(|l| l.starts_with("the node downloaded ") && l.contains("(100%)")),
+        "{e}"
+    );
+    assert!(
+        out(&o).contains("slot B: version 2.0.0 written"),
+        "{}",
+        out(&o)
+    );
+    {
+        let got = a.upgrades.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].bytes, bundle_bytes,
+            "init got the file's bytes, once each"
+        );
+        assert_eq!(got[0].options.size, bundle_bytes.len() as u64);
+        assert!(got[0].options.no_reboot);
+    }
+    let served: Vec<_> = mirror
+        .served()
+        .into_iter()
+        .filter(|s| s.path == "/v2.bundle")
+        .collect();
+    assert_eq!(served.len(), 2, "{served:?}");
+    assert_eq!((served[0].status, served[0].range.as_deref()), (200, None));
+    assert_eq!(served[0].sent, cut_at);
+    let resumed_at: u64 = served[1]
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{served:?}"));
+    assert_eq!(served[1].status, 206);
+    assert!(resumed_at > 0 && resumed_at <= cut_at, "{served:?}");
+    assert_eq!(resumed_at + served[1].sent, bundle_bytes.len() as u64);
+
+    // The file is republished while the download is cut: the resume is
+    // tied to the first ETag, the server sends the new whole file, and the
+    // node stops instead of joining two files; init's Upgrade is cancelled.
+    let changing =
+        BundleServer::start(&dir, &["127.0.0.1"], Fault::CutFirstThenChange(cut_at)).unwrap();
+    let ca2 = dir.join("changing-ca.pem");
+    std::fs::write(&ca2, changing.ca_pem()).unwrap();
+    let url2 = format!("https://127.0.0.1:{}/v2.bundle", changing.port());
+    let before = upgrade_calls();
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "upgrade",
+        "--url",
+        &url2,
+        "--ca",
+        ca2.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let e = err(&o);
+    assert!(e.contains("cannot resume at byte"), "{e}");
+    assert!(e.contains("it changed since the download started"), "{e}");
+    assert!(e.contains("the upgrade was cancelled"), "{e}");
+    assert_eq!(upgrade_calls(), before + 1, "init saw the upgrade start");
+    assert_eq!(a.upgrades.lock().unwrap().len(), 1, "and never finish");
+
+    // A reader may not make the node download anything.
+    let o = nodectl(&[
+        "--contexts",
+        ctx,
+        "--context",
+        "reader",
+        "upgrade",
+        "--url",
+        &url,
+        "--ca",
+        ca_s,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        err(&o).contains("PermissionDenied: UpgradeFromUrl needs os:operator"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(mirror.served().len(), 3, "the 404 and the two parts");
 }

@@ -240,6 +240,15 @@ impl Machine for Upstream {
     }
     /// Counts the uploaded bytes (the first message carries options only),
     /// so a test sees a client stream pass through apid whole.
+    type UpgradeFromUrlStream = Stream<UpgradeFromUrlProgress>;
+    async fn upgrade_from_url(
+        &self,
+        req: Request<UpgradeFromUrlRequest>,
+    ) -> Result<Response<Self::UpgradeFromUrlStream>, Status> {
+        // apid answers this call itself; reaching init is a bug.
+        self.record("UpgradeFromUrl", &req);
+        Err(Status::internal("UpgradeFromUrl reached init"))
+    }
     async fn upgrade(
         &self,
         req: Request<tonic::Streaming<UpgradeRequest>>,

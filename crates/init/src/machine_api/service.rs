@@ -589,6 +589,20 @@ impl Machine for MachineService {
         Ok(Response::new(reply))
     }
 
+    type UpgradeFromUrlStream = Streamed<UpgradeFromUrlProgress>;
+
+    /// apid answers this call itself (it downloads, then calls Upgrade):
+    /// PID 1 never fetches from the network.
+    async fn upgrade_from_url(
+        &self,
+        _: Request<UpgradeFromUrlRequest>,
+    ) -> Result<Response<Self::UpgradeFromUrlStream>, Status> {
+        Err(Status::unimplemented(
+            "UpgradeFromUrl is served by apid, which downloads the bundle and streams it into \
+             Upgrade; init does not fetch from the network",
+        ))
+    }
+
     async fn rollback(
         &self,
         req: Request<RollbackRequest>,

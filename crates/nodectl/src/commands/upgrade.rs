@@ -1,6 +1,7 @@
 //! A/B upgrades on nodes: `nodectl upgrade -f BUNDLE` (check the bundle
 //! locally, then stream it to each node's `Upgrade` call with a progress
-//! display), `nodectl upgrade status` (the slots and the last outcome) and
+//! display), `nodectl upgrade --url URL` (each node downloads it; nodectl
+//! shows the node's progress), `nodectl upgrade status` (the slots and the last outcome) and
 //! `nodectl rollback` (boot the other slot).
 //!
 //! Several nodes are upgraded one after the other, not in parallel: one
@@ -32,11 +33,16 @@ pub fn run(
     format: OutputFormat,
     args: &UpgradeArgs,
 ) -> Result<Status, CliError> {
-    match (&args.command, &args.file) {
-        (Some(UpgradeCommand::Status), _) => status(connect, format),
-        (None, Some(file)) => upload(connect, format, args, file),
-        (None, None) => Err(CliError::Usage(
-            "give the bundle: nodectl upgrade -f BUNDLE".into(),
+    match (&args.command, &args.file, &args.url) {
+        (Some(UpgradeCommand::Status), _, _) => status(connect, format),
+        (None, Some(_), _) if args.ca.is_some() => Err(CliError::Usage(
+            "--ca pins the CA of the node's download and goes with --url; -f uploads from here"
+                .into(),
+        )),
+        (None, Some(file), _) => upload(connect, format, args, file),
+        (None, None, Some(url)) => from_url(connect, format, args, url),
+        (None, None, None) => Err(CliError::Usage(
+            "give the bundle: nodectl upgrade -f BUNDLE (or --url URL)".into(),
         )),
     }
 }
@@ -333,6 +339,118 @@ fn upload(
         all
     })?;
     report(format, &targets, &results, |v| switch_text(v, true))
+}
+
+/// `nodectl upgrade --url URL [--ca FILE]`: each node downloads the bundle
+/// itself; nodectl shows the node's progress and its answer.
+fn from_url(
+    connect: &ConnectArgs,
+    format: OutputFormat,
+    args: &UpgradeArgs,
+    url: &str,
+) -> Result<Status, CliError> {
+    let ca_pem = match &args.ca {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|source| CliError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(CliError::Usage(format!(
+                    "--ca {}: no PEM certificate in it",
+                    path.display()
+                )));
+            }
+            pem
+        }
+        None => Vec::new(),
+    };
+    let targets = remote::targets(connect)?;
+    let request = pb::UpgradeFromUrlRequest {
+        url: url.to_owned(),
+        ca_pem,
+        no_reboot: !args.reboots(),
+    };
+    let tty = std::io::stderr().is_terminal();
+    let several = targets.several();
+    let results = block_on(async {
+        let mut all: Vec<NodeResult<SwitchView>> = Vec::new();
+        for endpoint in &targets.endpoints {
+            let one = Targets {
+                endpoints: vec![endpoint.clone()],
+                ..targets.clone()
+            };
+            let label = if several {
+                format!("{endpoint}: ")
+            } else {
+                String::new()
+            };
+            let request = request.clone();
+            let mut r = fan_out(&one, move |_node, c| {
+                let request = request.clone();
+                let label = label.clone();
+                async move { follow_download(c, request, tty, &label).await }
+            })
+            .await;
+            all.append(&mut r);
+        }
+        all
+    })?;
+    report(format, &targets, &results, |v| switch_text(v, true))
+}
+
+/// Calls `UpgradeFromUrl` and draws the node's download progress until its
+/// answer arrives.
+async fn follow_download(
+    mut c: MachineClient<Channel>,
+    request: pb::UpgradeFromUrlRequest,
+    tty: bool,
+    label: &str,
+) -> Result<SwitchView, NodeError> {
+    let draw = |text: &str| {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+    };
+    let start = Instant::now();
+    eprintln!("{label}the node downloads {}", request.url);
+    let mut stream = c
+        .upgrade_from_url(request)
+        .await
+        .map_err(NodeError::Status)?
+        .into_inner();
+    let mut progress: Option<Progress> = None;
+    loop {
+        let message = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                return Err(NodeError::Local(
+                    "the node ended the call without an answer".into(),
+                ))
+            }
+            Err(status) => {
+                if tty && progress.is_some() {
+                    draw("\n");
+                }
+                return Err(NodeError::Status(status));
+            }
+        };
+        let bar = progress.get_or_insert_with(|| {
+            Progress::new(message.total, tty, label).with_verb("the node downloaded")
+        });
+        if !message.note.is_empty() {
+            if tty {
+                draw("\n");
+            }
+            eprintln!("{label}{}", message.note);
+        }
+        if let Some(done) = message.done {
+            draw(&bar.finish(message.received, start.elapsed()));
+            return Ok(SwitchView::from(done));
+        }
+        if let Some(text) = bar.update(message.received, start.elapsed()) {
+            draw(&text);
+        }
+    }
 }
 
 /// One bundle upload, the same for every node.

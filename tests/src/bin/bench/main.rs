@@ -35,8 +35,12 @@
 //! for none), one more Keelson direct-kernel boot measures the node's own
 //! drain of N evictable pods at shutdown (issue 9, see `drain.rs`). Exits
 //! non-zero if a boot fails.
+//!
+//! `bench upgrade --out FILE`: the A/B upgrade benchmark alone (issue 7,
+//! see `upgrade.rs`), its own section written to FILE.
 
 mod drain;
+mod upgrade;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -199,7 +203,12 @@ struct DirectKernel {
 
 fn main() -> ExitCode {
     keelson_tests::init_logging();
-    match parse_args().and_then(|args| run(&args)) {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let result = match argv.split_first() {
+        Some((first, rest)) if first == "upgrade" => upgrade::main(rest),
+        _ => parse_args().and_then(|args| run(&args)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench failed: {e:#}");
