@@ -13,6 +13,16 @@ OUT := out
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
 TARGET := x86_64-unknown-linux-gnu
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+# Rust build output: a clone without a `target` directory gets a symlink to
+# one shared by every clone on this machine, under $(KEELSON_CACHE). Cargo
+# names every artifact by a hash of what went into it (crate, version,
+# features, profile, compiler; a path crate's location too), so clones never
+# mix their own crates, and the ~400 dependencies compile once per machine
+# instead of once per clone (most of a cold build on 2 cores). A clone that
+# already has `target/` keeps it.
+ifeq ($(CARGO_TARGET_DIR)$(wildcard target),)
+  $(shell mkdir -p "$(KEELSON_CACHE)/cargo-target" && ln -sfn "$(KEELSON_CACHE)/cargo-target" target)
+endif
 NODE_BIN := $(TARGET_DIR)/$(TARGET)/release
 # Host tools (image-build, the QEMU harness, demo), see host-tools below.
 HOST_BIN := $(TARGET_DIR)/debug
@@ -95,7 +105,7 @@ demo: image
 bench: image image-v2
 	$(CARGO) run --release --locked -q -p machine-config --example parse_bench > bench/.parse.md
 	$(CARGO) build --release --locked -q -p apid --bins --examples
-	target/release/examples/version_load 64 10 > bench/.apid.md
+	$(TARGET_DIR)/release/examples/version_load 64 10 > bench/.apid.md
 	# The Debian 12 + systemd peer, with the image's kernel package and
 	# preloaded images (built once, cached under $(KEELSON_CACHE)/peer).
 	bench/peer/inputs.sh $(OUT)/keelson.raw $(OUT)/version.json bench/.peer-inputs
@@ -108,14 +118,14 @@ bench: image image-v2
 	# (issue 5). One more Keelson boot drains 10 evictable pods at its
 	# shutdown (issue 9, --drain-pods). The GRUB variant (add grub to
 	# --only) would add ~15 min to the ~35 under TCG on 2 shared cores.
-	target/release/bench --parse-results bench/.parse.md --out bench/results.md \
+	$(TARGET_DIR)/release/bench --parse-results bench/.parse.md --out bench/results.md \
 	  --image $(OUT)/keelson.raw --peer "$$(cat bench/.peer-dir)" \
 	  --boots 3 --pods 0,3,10 --drain-pods 10 --only direct,peer
 	printf "\n" >> bench/results.md
 	cat bench/.apid.md >> bench/results.md
 	# A/B upgrade on the node against dd in the same VM, and command to
 	# healthy on the new slot (issue 7; ~6 min).
-	target/release/bench upgrade --out bench/.upgrade.md
+	$(TARGET_DIR)/release/bench upgrade --out bench/.upgrade.md
 	printf "\n" >> bench/results.md
 	cat bench/.upgrade.md >> bench/results.md
 	# Bundle reader throughput on the host (issue 7).
