@@ -13,16 +13,8 @@ OUT := out
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
 TARGET := x86_64-unknown-linux-gnu
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
-# Rust build output: a clone without a `target` directory gets a symlink to
-# one shared by every clone on this machine, under $(KEELSON_CACHE). Cargo
-# names every artifact by a hash of what went into it (crate, version,
-# features, profile, compiler; a path crate's location too), so clones never
-# mix their own crates, and the ~400 dependencies compile once per machine
-# instead of once per clone (most of a cold build on 2 cores). A clone that
-# already has `target/` keeps it.
-ifeq ($(CARGO_TARGET_DIR)$(wildcard target),)
-  $(shell mkdir -p "$(KEELSON_CACHE)/cargo-target" && ln -sfn "$(KEELSON_CACHE)/cargo-target" target)
-endif
+# Rust intermediate build output is shared by the clones on this machine
+# (build-dir in .cargo/config.toml): dependencies compile once per machine.
 NODE_BIN := $(TARGET_DIR)/$(TARGET)/release
 # Host tools (image-build, the QEMU harness, demo), see host-tools below.
 HOST_BIN := $(TARGET_DIR)/debug
