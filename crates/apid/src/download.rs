@@ -32,6 +32,8 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::forward::error_chain;
+
 /// How long connecting (TCP and TLS) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the server may take to send the response headers.
@@ -335,7 +337,7 @@ impl Download {
                         return Ok(Step::End);
                     }
                 },
-                Ok(Some(Err(e))) => format!("reading the body: {}", chain(&e)),
+                Ok(Some(Err(e))) => format!("reading the body: {}", error_chain(&e)),
                 Err(_) => format!("no byte for {} s", self.idle_timeout.as_secs()),
             },
         };
@@ -539,7 +541,7 @@ async fn get(
         TlsConnector::from(tls.clone())
             .connect(server_name, tcp)
             .await
-            .map_err(|e| fail(format!("TLS with {host}:{port}: {}", chain(&e))))
+            .map_err(|e| fail(format!("TLS with {host}:{port}: {}", error_chain(&e))))
     };
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
@@ -551,7 +553,7 @@ async fn get(
         })??;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| fail(format!("HTTP handshake: {}", chain(&e))))?;
+        .map_err(|e| fail(format!("HTTP handshake: {}", error_chain(&e))))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "download connection ended");
@@ -572,22 +574,7 @@ async fn get(
     tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(request))
         .await
         .map_err(|_| fail(format!("no answer within {} s", RESPONSE_TIMEOUT.as_secs())))?
-        .map_err(|e| fail(format!("GET: {}", chain(&e))))
-}
-
-/// `e` and its sources, joined by `: `.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
+        .map_err(|e| fail(format!("GET: {}", error_chain(&e))))
 }
 
 #[cfg(test)]

@@ -153,7 +153,9 @@ fn header_value(s: &str) -> HeaderValue {
     })
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// `e` and its sources, joined by `: ` (a source already in the text is
+/// not repeated).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

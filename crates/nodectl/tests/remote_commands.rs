@@ -478,11 +478,16 @@ impl Lab {
         addr
     }
 
-    /// `nodectl gen secrets`, then a double behind a mutual-TLS apid for
-    /// each of `doubles` with a certificate from those secrets. Returns the
-    /// contexts file (current context: the first node; a `reader` context
-    /// for it too) and the nodes' addresses.
-    fn mutual_nodes(&self, doubles: &[&Double]) -> (PathBuf, Vec<String>) {
+    /// `nodectl gen secrets` into the lab's `secrets/` and a node
+    /// certificate (`node-a`) from its CA: the directory, the CA, and a
+    /// maker of apid's mutual-TLS configuration serving that certificate.
+    fn secrets_and_node_tls(
+        &self,
+    ) -> (
+        PathBuf,
+        nodectl::secrets::CertificateAuthority,
+        impl Fn() -> Arc<rustls::ServerConfig>,
+    ) {
         let secrets = self.path("secrets");
         let o = nodectl(&[
             "gen",
@@ -499,20 +504,25 @@ impl Lab {
         let node_cert = ca
             .issue_node(&nodectl::secrets::NodeTemplate::default(), "node-a", &[])
             .unwrap();
-        let pem_certs = |pem: &str| {
-            rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
-                .collect::<Result<Vec<rustls_pki_types::CertificateDer<'static>>, _>>()
-                .unwrap()
-        };
-        let server_tls = || {
+        let ca_pem = ca.cert_pem().to_string();
+        let server_tls = move || {
             apid::tls::mutual(
-                pem_certs(ca.cert_pem()),
+                pem_certs(&ca_pem),
                 pem_certs(&node_cert.cert_pem),
                 rustls_pki_types::pem::PemObject::from_pem_slice(node_cert.key_pem.as_bytes())
                     .unwrap(),
             )
             .unwrap()
         };
+        (secrets, ca, server_tls)
+    }
+
+    /// `nodectl gen secrets`, then a double behind a mutual-TLS apid for
+    /// each of `doubles` with a certificate from those secrets. Returns the
+    /// contexts file (current context: the first node; a `reader` context
+    /// for it too) and the nodes' addresses.
+    fn mutual_nodes(&self, doubles: &[&Double]) -> (PathBuf, Vec<String>) {
+        let (secrets, _, server_tls) = self.secrets_and_node_tls();
         let addrs: Vec<String> = doubles
             .iter()
             .map(|d| self.node(d, server_tls(), Mode::Mutual).to_string())
@@ -530,6 +540,13 @@ impl Lab {
         .unwrap();
         (contexts, addrs)
     }
+}
+
+/// The certificates of a PEM text.
+fn pem_certs(pem: &str) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
 }
 
 fn nodectl(args: &[&str]) -> Output {
@@ -584,35 +601,7 @@ fn closed_port() -> u16 {
 #[test]
 fn remote_commands_over_mutual_tls() {
     let lab = Lab::new();
-    let secrets = lab.path("secrets");
-    let o = nodectl(&[
-        "gen",
-        "secrets",
-        "--out",
-        secrets.to_str().unwrap(),
-        "--endpoint",
-        "127.0.0.1:1",
-    ]);
-    assert!(o.status.success(), "{}", err(&o));
-    let read = |f: &str| std::fs::read_to_string(secrets.join(f)).unwrap();
-    let ca =
-        nodectl::secrets::CertificateAuthority::from_pem(&read("ca.crt"), &read("ca.key")).unwrap();
-    let node_cert = ca
-        .issue_node(&nodectl::secrets::NodeTemplate::default(), "node-a", &[])
-        .unwrap();
-    let pem_certs = |pem: &str| {
-        rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
-            .collect::<Result<Vec<rustls_pki_types::CertificateDer<'static>>, _>>()
-            .unwrap()
-    };
-    let server_tls = || {
-        apid::tls::mutual(
-            pem_certs(ca.cert_pem()),
-            pem_certs(&node_cert.cert_pem),
-            rustls_pki_types::pem::PemObject::from_pem_slice(node_cert.key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap()
-    };
+    let (secrets, ca, server_tls) = lab.secrets_and_node_tls();
     let a = Double {
         behaviour: Behaviour {
             hostname: "node-a".into(),

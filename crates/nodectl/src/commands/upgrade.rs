@@ -314,31 +314,44 @@ fn upload(
         no_reboot: !args.reboots(),
         tty: std::io::stderr().is_terminal(),
     };
+    let results = one_after_another(&targets, move |c, label| {
+        let upload = upload.clone();
+        async move { upload.send(c, &label).await }
+    })?;
+    report(format, &targets, &results, |v| switch_text(v, true))
+}
+
+/// Runs `call` on each node in turn, not in parallel (one progress display
+/// and one upload or download at a time; a node is not asked to reboot
+/// before the previous one has answered). `call` gets the node's client and
+/// the label for its progress lines (`"<endpoint>: "` with several nodes).
+fn one_after_another<F, Fut>(
+    targets: &Targets,
+    call: F,
+) -> Result<Vec<NodeResult<SwitchView>>, CliError>
+where
+    F: Fn(MachineClient<Channel>, String) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<SwitchView, NodeError>> + Send + 'static,
+{
     let several = targets.several();
-    let results = block_on(async {
+    block_on(async {
         let mut all: Vec<NodeResult<SwitchView>> = Vec::new();
         for endpoint in &targets.endpoints {
             let one = Targets {
                 endpoints: vec![endpoint.clone()],
                 ..targets.clone()
             };
-            let upload = upload.clone();
             let label = if several {
                 format!("{endpoint}: ")
             } else {
                 String::new()
             };
-            let mut r = fan_out(&one, move |_node, c| {
-                let upload = upload.clone();
-                let label = label.clone();
-                async move { upload.send(c, &label).await }
-            })
-            .await;
+            let call = call.clone();
+            let mut r = fan_out(&one, move |_node, c| call(c, label.clone())).await;
             all.append(&mut r);
         }
         all
-    })?;
-    report(format, &targets, &results, |v| switch_text(v, true))
+    })
 }
 
 /// `nodectl upgrade --url URL [--ca FILE]`: each node downloads the bundle
@@ -372,29 +385,9 @@ fn from_url(
         no_reboot: !args.reboots(),
     };
     let tty = std::io::stderr().is_terminal();
-    let several = targets.several();
-    let results = block_on(async {
-        let mut all: Vec<NodeResult<SwitchView>> = Vec::new();
-        for endpoint in &targets.endpoints {
-            let one = Targets {
-                endpoints: vec![endpoint.clone()],
-                ..targets.clone()
-            };
-            let label = if several {
-                format!("{endpoint}: ")
-            } else {
-                String::new()
-            };
-            let request = request.clone();
-            let mut r = fan_out(&one, move |_node, c| {
-                let request = request.clone();
-                let label = label.clone();
-                async move { follow_download(c, request, tty, &label).await }
-            })
-            .await;
-            all.append(&mut r);
-        }
-        all
+    let results = one_after_another(&targets, move |c, label| {
+        let request = request.clone();
+        async move { follow_download(c, request, tty, &label).await }
     })?;
     report(format, &targets, &results, |v| switch_text(v, true))
 }
