@@ -155,7 +155,7 @@ fn upgrade_verifies_writes_the_other_slot_commits_when_healthy_and_falls_back() 
     cluster.cp.create(&writer_pod_yaml(WRITER, NODE)).unwrap();
     cluster
         .cp
-        .wait_pod_running(WRITER, Duration::from_secs(180))
+        .wait_pod_running(WRITER, Duration::from_secs(300))
         .unwrap_or_else(|e| panic!("{e}"));
     let writer_path = format!("/var/log/keelson-writer/{WRITER}");
     let lines_written = |n: &Nodectl| -> usize {
