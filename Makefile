@@ -13,8 +13,9 @@ OUT := out
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
 TARGET := x86_64-unknown-linux-gnu
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
-# Rust intermediate build output is shared by the clones on this machine
-# (build-dir in .cargo/config.toml): dependencies compile once per machine.
+# Rust intermediate build output lives outside the clone, per checkout path
+# (build-dir in .cargo/config.toml): a fresh clone at the same path finds
+# its dependencies compiled.
 NODE_BIN := $(TARGET_DIR)/$(TARGET)/release
 # Host tools (image-build, the QEMU harness, demo), see host-tools below.
 HOST_BIN := $(TARGET_DIR)/debug
