@@ -93,11 +93,14 @@ async fn start(
 ) -> Result<tonic::Response<ReceiverStream<Progress>>, Status> {
     let url =
         download::parse_url(&request.url).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let tls = download::tls_config(&request.ca_pem, &upgrader.system_cas).map_err(|e| match e {
-        DownloadError::Trust { ref what, .. } if what.starts_with("ca_pem") => {
+    // An unusable pinned CA is the caller's input; unusable system CAs are
+    // the node's state.
+    let tls = download::tls_config(&request.ca_pem, &upgrader.system_cas).map_err(|e| {
+        if request.ca_pem.is_empty() {
+            Status::failed_precondition(e.to_string())
+        } else {
             Status::invalid_argument(e.to_string())
         }
-        _ => Status::failed_precondition(e.to_string()),
     })?;
     tracing::info!(url = %url, by = caller.cn(), pinned_ca = !request.ca_pem.is_empty(), "upgrade from URL requested");
     let download = Download::start(url, tls).await.map_err(|e| {
