@@ -20,13 +20,17 @@ NODE_BIN := $(TARGET_DIR)/$(TARGET)/release
 # Host tools (image-build, the QEMU harness, demo), see host-tools below.
 HOST_BIN := $(TARGET_DIR)/debug
 CONFIG ?=
+# Where `make netboot`'s directory is served over HTTP (stage 1 fetches the
+# root from there; the default is a guestfwd address inside QEMU's network).
+NETBOOT_URL ?= http://10.0.2.100:8080
 
-.PHONY: help deps host-tools node-binaries kube image image-v2 bundle demo test unit scenarios bench fuzz lint clean
+.PHONY: help deps host-tools node-binaries kube image image-v2 bundle netboot demo test unit scenarios bench fuzz lint clean
 
 help:
 	@echo "make demo   - build the image, boot a node in QEMU, show it healthy, shut it down"
 	@echo "make test   - every test: unit, property and the QEMU scenarios"
 	@echo "make image  - build out/keelson.raw (CONFIG=examples/node.yaml bakes a config in)"
+	@echo "make netboot - out/netboot: payloads + keelson.ipxe for PXE (NETBOOT_URL=$(NETBOOT_URL))"
 	@echo "make bench  - run the benchmarks, write bench/results.md"
 	@echo "make fuzz   - run the cargo-fuzz targets for a bounded time (needs cargo-fuzz)"
 	@echo "make deps   - install the Debian packages the build and tests need"
@@ -74,6 +78,13 @@ bundle: image
 	$(HOST_BIN)/image-build bundle --key $(KEY) --version $(VERSION) \
 	  --boot $(OUT)/boot --out $(OUT)/keelson-$(VERSION).bundle \
 	  $(if $(MIN_UPGRADE_FROM),--min-upgrade-from $(MIN_UPGRADE_FROM),)
+
+# A network-boot directory of the image: vmlinuz, initramfs.img,
+# rootfs.squashfs, the iPXE script keelson.ipxe and netboot.json. Serve it
+# over TFTP or HTTP for iPXE, and over HTTP at NETBOOT_URL for stage 1.
+netboot: image
+	$(HOST_BIN)/image-build netboot --boot $(OUT)/boot --base-url $(NETBOOT_URL) \
+	  --out $(OUT)/netboot
 
 unit:
 	$(CARGO) test --workspace --locked

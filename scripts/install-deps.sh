@@ -17,6 +17,8 @@ PACKAGES=(
   ca-certificates busybox-static e2fsck-static python3 git gcc libc6-dev iproute2
   # init's network tests: a real DHCP server in a network namespace
   dnsmasq-base
+  # network boot scenario: SeaBIOS and the iPXE option ROM of QEMU's virtio-net
+  ipxe-qemu seabios
 )
 
 missing=()

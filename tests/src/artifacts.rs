@@ -63,6 +63,18 @@ pub fn v2_boot_dir() -> Result<PathBuf, MissingArtifact> {
     .map(|p| p.parent().map(Path::to_path_buf).unwrap_or_default())
 }
 
+/// `out/netboot/`: kernel, initramfs, root squashfs and iPXE script of a
+/// network boot (`make netboot`), the root expected at
+/// `http://10.0.2.100:8080/`.
+pub fn netboot_dir() -> Result<PathBuf, MissingArtifact> {
+    require(
+        "the network boot files",
+        out_dir().join("netboot/keelson.ipxe"),
+        "run `make netboot` first",
+    )
+    .map(|p| p.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
 /// `out/version.json`, the image's version manifest.
 pub fn version_manifest() -> Result<PathBuf, MissingArtifact> {
     require(

@@ -5,14 +5,16 @@
 //! survive). It records every request so a test can assert what the
 //! downloader asked for. Blocking threads, one request per connection
 //! (`Connection: close`), as a bundle mirror behind a load balancer looks
-//! to a client.
+//! to a client. The plain-HTTP sibling is [`crate::http_server`]; what
+//! they share is in `http_common`.
 
-use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{BufReader, Seek as _, SeekFrom, Write as _};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use crate::http_common::{self, Acceptor, Lookup, RequestHead, RequestLog};
 use crate::pki::{Ca, PkiError};
 
 /// The bundle server could not start.
@@ -61,10 +63,9 @@ pub enum Fault {
 
 /// A running server; stops when dropped.
 pub struct BundleServer {
-    port: u16,
+    acceptor: Acceptor,
     ca_pem: String,
-    log: Arc<Mutex<Vec<Served>>>,
-    stop: Arc<AtomicBool>,
+    log: RequestLog<Served>,
 }
 
 struct Shared {
@@ -75,7 +76,7 @@ struct Shared {
     cut_after: AtomicU64,
     /// Whether the ETag changes once the cut has happened.
     change_after_cut: bool,
-    log: Arc<Mutex<Vec<Served>>>,
+    log: RequestLog<Served>,
 }
 
 impl BundleServer {
@@ -91,13 +92,7 @@ impl BundleServer {
         let ca = Ca::new("keelson bundle mirror test CA")?;
         let pair = ca.issue("bundle-mirror", None, sans, false)?;
         let tls = server_config(&pair.cert_pem, &pair.key_pem)?;
-        let listener =
-            TcpListener::bind("127.0.0.1:0").map_err(io("binding 127.0.0.1:0".into()))?;
-        let port = listener
-            .local_addr()
-            .map_err(io("local address".into()))?
-            .port();
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = RequestLog::new();
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             generation: AtomicU64::new(0),
@@ -108,34 +103,22 @@ impl BundleServer {
             change_after_cut: matches!(fault, Fault::CutFirstThenChange(_)),
             log: log.clone(),
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(tcp) = conn else { continue };
-                let shared = shared.clone();
-                let tls = tls.clone();
-                std::thread::spawn(move || {
-                    if let Err(e) = serve(tcp, tls, &shared) {
-                        tracing::debug!(error = %e, "bundle server connection ended");
-                    }
-                });
+        let acceptor = Acceptor::start(move |tcp| {
+            if let Err(e) = serve(tcp, tls.clone(), &shared) {
+                tracing::debug!(error = %e, "bundle server connection ended");
             }
-        });
+        })
+        .map_err(io("listening on 127.0.0.1:0".into()))?;
         Ok(BundleServer {
-            port,
+            acceptor,
             ca_pem: ca.cert_pem(),
             log,
-            stop,
         })
     }
 
     /// The port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.port
+        self.acceptor.port()
     }
 
     /// The PEM of the CA that signed the server's certificate.
@@ -145,15 +128,7 @@ impl BundleServer {
 
     /// Every request answered so far, in order.
     pub fn served(&self) -> Vec<Served> {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-}
-
-impl Drop for BundleServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        self.log.entries()
     }
 }
 
@@ -183,46 +158,18 @@ fn serve(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, shared: &Shared) -> std
     let conn = rustls::ServerConnection::new(tls).map_err(std::io::Error::other)?;
     let raw = tcp.try_clone()?;
     let mut stream = rustls::StreamOwned::new(conn, tcp);
-    let (path, headers) = {
-        let mut reader = BufReader::new(&mut stream);
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-        }
-        (path, headers)
-    };
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let range = header("range");
+    let request = RequestHead::read(&mut BufReader::new(&mut stream))?;
+    let range = request.header("range").map(str::to_owned);
     let mut record = Served {
-        path: path.clone(),
+        path: request.path.clone(),
         range: range.clone(),
         status: 404,
         sent: 0,
     };
-    let file = path
-        .strip_prefix('/')
-        .filter(|name| !name.is_empty() && !name.contains('/') && !name.starts_with('.'))
-        .map(|name| shared.dir.join(name));
-    let Some((file, meta)) = file.and_then(|f| std::fs::metadata(&f).ok().map(|m| (f, m))) else {
-        stream.write_all(
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )?;
+    let Lookup::Found(mut file, meta) = http_common::lookup(&shared.dir, &request.path) else {
+        stream.write_all(http_common::NOT_FOUND)?;
         stream.flush()?;
-        log(shared, record);
+        shared.log.push(record);
         return Ok(());
     };
     let len = meta.len();
@@ -236,7 +183,7 @@ fn serve(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, shared: &Shared) -> std
         shared.generation.load(Ordering::SeqCst)
     );
     // A Range counts only when If-Range names the current ETag.
-    let start = match (&range, header("if-range")) {
+    let start = match (&range, request.header("if-range")) {
         (Some(r), Some(tag)) if tag == etag => r
             .strip_prefix("bytes=")
             .and_then(|r| r.strip_suffix('-'))
@@ -270,44 +217,26 @@ fn serve(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, shared: &Shared) -> std
     } else {
         0
     };
-    let mut file = std::fs::File::open(&file)?;
     file.seek(SeekFrom::Start(from))?;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let mut want = buf.len();
-        if cut > 0 {
-            want = want.min((cut - record.sent) as usize);
-            if want == 0 {
-                stream.flush()?;
-                // An abrupt end: no TLS close_notify, the TCP connection reset.
-                let _ = raw.shutdown(Shutdown::Both);
-                tracing::info!(at = record.sent, "bundle server: cutting the download");
-                if shared.change_after_cut {
-                    shared.generation.fetch_add(1, Ordering::SeqCst);
-                }
-                log(shared, record);
-                return Ok(());
-            }
+    let limit = if cut > 0 { cut } else { u64::MAX };
+    if let Err(e) = http_common::copy_counted(&mut file, &mut stream, limit, &mut record.sent) {
+        shared.log.push(record);
+        return Err(e);
+    }
+    if cut > 0 && record.sent == cut {
+        stream.flush()?;
+        // An abrupt end: no TLS close_notify, the TCP connection reset.
+        let _ = raw.shutdown(Shutdown::Both);
+        tracing::info!(at = record.sent, "bundle server: cutting the download");
+        if shared.change_after_cut {
+            shared.generation.fetch_add(1, Ordering::SeqCst);
         }
-        let n = file.read(&mut buf[..want])?;
-        if n == 0 {
-            break;
-        }
-        if let Err(e) = stream.write_all(&buf[..n]) {
-            log(shared, record);
-            return Err(e);
-        }
-        record.sent += n as u64;
+        shared.log.push(record);
+        return Ok(());
     }
     stream.flush()?;
     stream.conn.send_close_notify();
     let _ = stream.flush();
-    log(shared, record);
+    shared.log.push(record);
     Ok(())
-}
-
-fn log(shared: &Shared, served: Served) {
-    if let Ok(mut l) = shared.log.lock() {
-        l.push(served);
-    }
 }

@@ -15,6 +15,9 @@
 //! - [`artifacts`]: where `out/` and the host tools are.
 //! - [`peer`]: the benchmark peer (Debian 12 + systemd), booted next to a
 //!   control plane like a Keelson node.
+//! - [`bundle_server`] (HTTPS, with faults and ranges) and [`http_server`]
+//!   (plain HTTP, for network boot): file servers on 127.0.0.1 a guest
+//!   reaches through a `guestfwd` relay.
 
 pub mod artifacts;
 pub mod bundle_server;
@@ -23,6 +26,8 @@ pub mod console;
 pub mod control_plane;
 pub mod disk;
 pub mod gpt;
+mod http_common;
+pub mod http_server;
 pub mod node_config;
 pub mod nodectl;
 pub mod peer;

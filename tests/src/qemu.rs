@@ -1,10 +1,17 @@
-//! Booting a VM: `qemu-system-x86_64 -accel tcg -machine q35` with OVMF,
-//! the disk on virtio-blk, a virtio-net NIC on QEMU's user-mode network with
-//! `restrict=on` (the guest can never send traffic off this machine; host
-//! ports reach it through `hostfwd` on 127.0.0.1, it reaches host services
-//! only through `guestfwd` rules), the serial console captured to
-//! `console.log` in the VM's work directory, and a QMP socket `qmp.sock`
-//! there for the power button, resets and `quit`.
+//! Booting a VM: `qemu-system-x86_64 -accel tcg -machine q35` with OVMF
+//! (or QEMU's default SeaBIOS, see [`Firmware`]), the disk on virtio-blk, a
+//! virtio-net NIC on QEMU's user-mode network with `restrict=on` (the guest
+//! can never send traffic off this machine; host ports reach it through
+//! `hostfwd` on 127.0.0.1, it reaches host services only through
+//! `guestfwd` rules), the serial console captured to `console.log` in the
+//! VM's work directory, and a QMP socket `qmp.sock` there for the power
+//! button, resets and `quit`.
+//!
+//! Network boot ([`Tftp`]): QEMU's user-mode network has a TFTP server and
+//! a DHCP server that hands out its boot file name; both live inside the
+//! user-mode stack, so they work with `restrict=on`. The NIC then comes
+//! first in the boot order and its iPXE option ROM (Debian's `ipxe-qemu`)
+//! fetches the boot file, e.g. an iPXE script.
 //!
 //! A reset is a power cycle: QEMU runs with `-action reboot=shutdown`, a
 //! second QMP socket (`qmp-events.sock`) reports why it stopped the guest,
@@ -61,6 +68,28 @@ pub struct GuestFwd {
     pub command: String,
 }
 
+/// The firmware a VM boots with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Firmware {
+    /// OVMF (UEFI), Debian's `ovmf`, passed with `-bios`: what a disk image
+    /// boots with (GRUB is an EFI program).
+    #[default]
+    Ovmf,
+    /// QEMU's default SeaBIOS (Debian's `seabios`, no `-bios` argument):
+    /// it runs the NIC's iPXE option ROM for a network boot.
+    SeaBios,
+}
+
+/// Network boot from QEMU's built-in TFTP server.
+#[derive(Clone, Debug)]
+pub struct Tftp {
+    /// The directory served over TFTP (no commas).
+    pub dir: PathBuf,
+    /// The file DHCP names as the boot file, relative to `dir`, e.g.
+    /// `keelson.ipxe` (no commas).
+    pub bootfile: String,
+}
+
 /// How to boot a VM.
 #[derive(Clone, Debug)]
 pub struct VmSpec {
@@ -79,12 +108,18 @@ pub struct VmSpec {
     pub hostfwd: Vec<(u16, u16)>,
     /// Guest-to-host forwards.
     pub guestfwd: Vec<GuestFwd>,
+    /// The firmware. Default [`Firmware::Ovmf`].
+    pub firmware: Firmware,
+    /// Network boot over TFTP: the NIC boots first (`bootindex=0`, the
+    /// disk, if any, after it). Default none.
+    pub tftp: Option<Tftp>,
     /// More QEMU arguments, appended last (e.g. `-no-reboot`).
     pub extra_args: Vec<String>,
 }
 
 impl VmSpec {
-    /// A spec with the defaults: 2048 MiB, 1 vCPU, no forwards.
+    /// A spec with the defaults: 2048 MiB, 1 vCPU, no forwards, OVMF, no
+    /// network boot.
     pub fn new(disk: Option<PathBuf>, work_dir: &Path) -> Self {
         VmSpec {
             disk,
@@ -94,6 +129,8 @@ impl VmSpec {
             smp: 1,
             hostfwd: Vec::new(),
             guestfwd: Vec::new(),
+            firmware: Firmware::Ovmf,
+            tftp: None,
             extra_args: Vec::new(),
         }
     }
@@ -108,6 +145,10 @@ pub enum VmError {
     /// A forward's command contains a comma (QEMU's option separator).
     #[error("guestfwd command {0:?} contains a comma")]
     BadForward(String),
+    /// The TFTP directory or boot file contains a comma (QEMU's option
+    /// separator).
+    #[error("TFTP {0:?} contains a comma")]
+    BadTftp(String),
     /// QEMU could not be started or waited for.
     #[error(transparent)]
     Process(#[from] ProcessError),
@@ -416,37 +457,35 @@ fn start_qemu(
     start: u32,
 ) -> Result<(ManagedChild, JoinHandle<StopEvents>), VmError> {
     let qemu_bin = artifacts::host_tool("/usr/bin/qemu-system-x86_64", "qemu-system-x86")?;
-    let ovmf = artifacts::ovmf()?;
+    let bios = match spec.firmware {
+        Firmware::Ovmf => Some(artifacts::ovmf()?),
+        Firmware::SeaBios => {
+            // QEMU's default; checked so a missing package is named.
+            artifacts::host_tool("/usr/share/seabios/bios-256k.bin", "seabios")?;
+            None
+        }
+    };
+    if spec.tftp.is_some() {
+        // The virtio-net option ROM that does the network boot.
+        artifacts::host_tool("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu")?;
+    }
+    let netdev = netdev_arg(spec)?;
     let console_path = spec.work_dir.join("console.log");
     let qmp_socket = spec.work_dir.join("qmp.sock");
     let events_socket = spec.work_dir.join("qmp-events.sock");
     let _ = std::fs::remove_file(&qmp_socket);
     let _ = std::fs::remove_file(&events_socket);
 
-    let mut netdev = String::from("user,id=n0,restrict=on");
-    for (host, guest) in &spec.hostfwd {
-        let _ = write!(netdev, ",hostfwd=tcp:127.0.0.1:{host}-:{guest}");
-    }
-    for fwd in &spec.guestfwd {
-        if fwd.command.contains(',') {
-            return Err(VmError::BadForward(fwd.command.clone()));
-        }
-        let _ = write!(
-            netdev,
-            ",guestfwd=tcp:{}:{}-cmd:{}",
-            fwd.guest_ip, fwd.guest_port, fwd.command
-        );
-    }
-
     let mut cmd = Command::new(qemu_bin);
     cmd.args(["-accel", "tcg", "-machine", "q35", "-cpu", "max"])
         .args(["-m", &spec.memory_mib.to_string()])
         .args(["-smp", &spec.smp.to_string()])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-action", "reboot=shutdown"])
-        .arg("-bios")
-        .arg(&ovmf)
-        .arg("-chardev")
+        .args(["-action", "reboot=shutdown"]);
+    if let Some(bios) = &bios {
+        cmd.arg("-bios").arg(bios);
+    }
+    cmd.arg("-chardev")
         .arg(format!(
             "file,id=console,path={},append=on",
             console_path.display()
@@ -462,20 +501,18 @@ fn start_qemu(
             events_socket.display()
         ))
         .args(["-netdev", &netdev])
-        .args(["-device", "virtio-net-pci,netdev=n0"])
+        .args(["-device", &nic_device(spec)])
         // A hardware watchdog, as on metal; its expiry resets the guest
         // (a power cycle here).
         .args(["-device", "i6300esb", "-action", "watchdog=reset"]);
     if let Some(disk) = &spec.disk {
-        // bootindex=0: the firmware boots the disk before trying PXE on
-        // the NIC (which only times out on a restricted network).
         cmd.arg("-drive")
             .arg(format!(
                 "file={},format={},if=none,id=disk0",
                 disk.display(),
                 spec.disk_format
             ))
-            .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
+            .args(["-device", &disk_device(spec)]);
     }
     cmd.args(&spec.extra_args);
 
@@ -487,6 +524,52 @@ fn start_qemu(
     let qemu = ManagedChild::spawn("qemu", cmd, &log)?;
     let events = std::thread::spawn(move || watch_shutdown_events(&events_socket));
     Ok((qemu, events))
+}
+
+/// The `-netdev` value: the user-mode network with `restrict=on`, its
+/// forwards and, for a network boot, its TFTP directory and boot file.
+fn netdev_arg(spec: &VmSpec) -> Result<String, VmError> {
+    let mut netdev = String::from("user,id=n0,restrict=on");
+    for (host, guest) in &spec.hostfwd {
+        let _ = write!(netdev, ",hostfwd=tcp:127.0.0.1:{host}-:{guest}");
+    }
+    for fwd in &spec.guestfwd {
+        if fwd.command.contains(',') {
+            return Err(VmError::BadForward(fwd.command.clone()));
+        }
+        let _ = write!(
+            netdev,
+            ",guestfwd=tcp:{}:{}-cmd:{}",
+            fwd.guest_ip, fwd.guest_port, fwd.command
+        );
+    }
+    if let Some(tftp) = &spec.tftp {
+        let dir = tftp.dir.display().to_string();
+        for value in [&dir, &tftp.bootfile] {
+            if value.contains(',') {
+                return Err(VmError::BadTftp(value.clone()));
+            }
+        }
+        let _ = write!(netdev, ",tftp={dir},bootfile={}", tftp.bootfile);
+    }
+    Ok(netdev)
+}
+
+/// The NIC's `-device` value: first in the boot order for a network boot.
+fn nic_device(spec: &VmSpec) -> String {
+    let mut nic = String::from("virtio-net-pci,netdev=n0");
+    if spec.tftp.is_some() {
+        nic.push_str(",bootindex=0");
+    }
+    nic
+}
+
+/// The disk's `-device` value. The disk boots first (bootindex=0: the
+/// firmware does not try PXE on the NIC, which only times out on a
+/// restricted network), or second after the NIC for a network boot.
+fn disk_device(spec: &VmSpec) -> String {
+    let index = if spec.tftp.is_some() { 1 } else { 0 };
+    format!("virtio-blk-pci,drive=disk0,bootindex={index}")
 }
 
 /// What a QEMU process reported about how it stopped the guest.
@@ -541,5 +624,57 @@ fn watch_shutdown_events(socket: &Path) -> StopEvents {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.qemu.stop(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn the_defaults_boot_the_disk_with_ovmf_and_no_network_boot() {
+        let mut spec = VmSpec::new(Some("/d.qcow2".into()), Path::new("/w"));
+        assert_eq!(spec.firmware, Firmware::Ovmf);
+        assert!(spec.tftp.is_none());
+        assert_eq!(netdev_arg(&spec).unwrap(), "user,id=n0,restrict=on");
+        assert_eq!(nic_device(&spec), "virtio-net-pci,netdev=n0");
+        assert_eq!(disk_device(&spec), "virtio-blk-pci,drive=disk0,bootindex=0");
+        spec.hostfwd.push((5000, 50000));
+        spec.guestfwd.push(GuestFwd {
+            guest_ip: Ipv4Addr::new(10, 0, 2, 100),
+            guest_port: 8080,
+            command: "/bin/keelson-relay 41234".into(),
+        });
+        assert_eq!(
+            netdev_arg(&spec).unwrap(),
+            "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:5000-:50000,\
+             guestfwd=tcp:10.0.2.100:8080-cmd:/bin/keelson-relay 41234"
+        );
+    }
+
+    #[test]
+    fn a_network_boot_serves_tftp_and_puts_the_nic_first() {
+        let mut spec = VmSpec::new(Some("/d.qcow2".into()), Path::new("/w"));
+        spec.firmware = Firmware::SeaBios;
+        spec.tftp = Some(Tftp {
+            dir: "/out/netboot".into(),
+            bootfile: "keelson.ipxe".into(),
+        });
+        assert_eq!(
+            netdev_arg(&spec).unwrap(),
+            "user,id=n0,restrict=on,tftp=/out/netboot,bootfile=keelson.ipxe"
+        );
+        assert_eq!(nic_device(&spec), "virtio-net-pci,netdev=n0,bootindex=0");
+        assert_eq!(disk_device(&spec), "virtio-blk-pci,drive=disk0,bootindex=1");
+        for (dir, bootfile) in [("/a,b", "keelson.ipxe"), ("/out", "x,y")] {
+            spec.tftp = Some(Tftp {
+                dir: dir.into(),
+                bootfile: bootfile.into(),
+            });
+            let err = netdev_arg(&spec).unwrap_err();
+            assert!(matches!(err, VmError::BadTftp(_)), "{err}");
+            assert!(err.to_string().contains("comma"), "{err}");
+        }
     }
 }

@@ -19,7 +19,7 @@ use crate::control_plane::{free_port, ControlPlane, ControlPlaneError, GUEST_API
 use crate::disk::{DiskError, TestDisk, DEFAULT_DISK_SIZE};
 use crate::node_config::{self, ClusterAccess, NodeConfigError};
 use crate::nodectl::Nodectl;
-use crate::qemu::{GuestFwd, Vm, VmError, VmSpec};
+use crate::qemu::{Firmware, GuestFwd, Tftp, Vm, VmError, VmSpec};
 
 /// Console markers printed by init (docs/architecture.md).
 pub mod markers {
@@ -63,6 +63,9 @@ pub enum ScenarioError {
     /// The VM failed.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// A disk was asked of a node booted without one.
+    #[error("the node was booted from the network without a disk")]
+    Diskless,
     /// A nodectl command the scenario needs failed.
     #[error("nodectl {command} failed (exit {code}): {stderr}")]
     Nodectl {
@@ -83,8 +86,8 @@ pub struct Cluster {
     pub vm: Vm,
     /// The control plane.
     pub cp: ControlPlane,
-    /// The node's disk.
-    pub disk: TestDisk,
+    /// The node's disk (`None`: a diskless network boot).
+    pub disk: Option<TestDisk>,
     /// The node name (hostname).
     pub node_name: String,
     /// The config the node booted with.
@@ -136,6 +139,20 @@ impl Cluster {
         Cluster::start_inner(node_name, relay, customize, false, Vec::new())
     }
 
+    /// A diskless node booted from the network: SeaBIOS' iPXE loads
+    /// `tftp.bootfile` from QEMU's TFTP server, `forwards` reach the HTTP
+    /// server the root comes from. The node starts in maintenance mode;
+    /// [`Cluster::config`] is the config made for it.
+    pub fn start_netboot(
+        node_name: &str,
+        relay: &Path,
+        tftp: Tftp,
+        forwards: Vec<GuestFwd>,
+        customize: impl FnOnce(&mut MachineConfig),
+    ) -> Result<Cluster, ScenarioError> {
+        Cluster::start_on(node_name, relay, customize, Boot::Network(tftp), forwards)
+    }
+
     fn start_inner(
         node_name: &str,
         relay: &Path,
@@ -143,7 +160,22 @@ impl Cluster {
         bake_config: bool,
         forwards: Vec<GuestFwd>,
     ) -> Result<Cluster, ScenarioError> {
-        let image = artifacts::disk_image()?;
+        Cluster::start_on(
+            node_name,
+            relay,
+            customize,
+            Boot::Disk { bake_config },
+            forwards,
+        )
+    }
+
+    fn start_on(
+        node_name: &str,
+        relay: &Path,
+        customize: impl FnOnce(&mut MachineConfig),
+        boot: Boot,
+        forwards: Vec<GuestFwd>,
+    ) -> Result<Cluster, ScenarioError> {
         let work = WorkDir::new()?;
         let cp_dir = work.path().join("control-plane");
         let vm_dir = work.path().join("vm");
@@ -161,12 +193,24 @@ impl Cluster {
         let mut config = node_config::test_node_config(&access)?;
         customize(&mut config);
         let yaml = node_config::to_yaml(&config)?;
-        tracing::info!(image = %image.display(), "preparing the node's disk");
-        let baked = bake_config.then_some(yaml.as_str());
-        let disk = TestDisk::prepare(&image, &vm_dir, baked, DEFAULT_DISK_SIZE)?;
+        let mut spec = VmSpec::new(None, &vm_dir);
+        let disk = match boot {
+            Boot::Disk { bake_config } => {
+                let image = artifacts::disk_image()?;
+                tracing::info!(image = %image.display(), "preparing the node's disk");
+                let baked = bake_config.then_some(yaml.as_str());
+                let disk = TestDisk::prepare(&image, &vm_dir, baked, DEFAULT_DISK_SIZE)?;
+                spec.disk = Some(disk.overlay.clone());
+                Some(disk)
+            }
+            Boot::Network(tftp) => {
+                spec.firmware = Firmware::SeaBios;
+                spec.tftp = Some(tftp);
+                None
+            }
+        };
 
         let machine_api_port = free_port()?;
-        let mut spec = VmSpec::new(Some(disk.overlay.clone()), &vm_dir);
         spec.hostfwd.push((machine_api_port, MACHINE_API_PORT));
         spec.guestfwd.push(GuestFwd {
             guest_ip: GUEST_API_SERVER.0,
@@ -197,9 +241,11 @@ impl Cluster {
     /// from a snapshot of its disk (the VM keeps running). For failure
     /// messages: never fails, says what went wrong instead.
     pub fn node_log_tail(&self, service: &str, n: usize) -> String {
+        let Some(disk) = &self.disk else {
+            return format!("(no /var/log/{service}.log: the node has no disk)");
+        };
         let snapshot = self.work.path().join("snapshot.raw");
-        let text = self
-            .disk
+        let text = disk
             .snapshot_raw(&snapshot)
             .and_then(|raw| crate::disk::read_file(&raw, "VAR", &format!("/log/{service}.log")))
             .map(|bytes| {
@@ -218,7 +264,10 @@ impl Cluster {
     pub fn data_partitions_after_exit(
         &self,
     ) -> Result<(PathBuf, Vec<PartitionHeader>), ScenarioError> {
-        let raw = self.disk.export_raw(&self.work.path().join("after.raw"))?;
+        let Some(disk) = &self.disk else {
+            return Err(ScenarioError::Diskless);
+        };
+        let raw = disk.export_raw(&self.work.path().join("after.raw"))?;
         let mut out = Vec::new();
         for part in ["STATE", "VAR"] {
             out.push((part, crate::disk::dumpe2fs_header(&raw, part)?));
@@ -238,6 +287,15 @@ impl Cluster {
         }
         Ok((clean, start.elapsed()))
     }
+}
+
+/// How a [`Cluster`]'s node boots.
+enum Boot {
+    /// From a copy of `out/keelson.raw`, with the config baked into STATE
+    /// or not (maintenance mode).
+    Disk { bake_config: bool },
+    /// From the network, diskless.
+    Network(Tftp),
 }
 
 /// A data partition's name and its ext4 header.

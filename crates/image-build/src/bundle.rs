@@ -135,33 +135,43 @@ fn check_version_json(
             vj.display()
         );
     }
-    if let Some(artifacts) = doc.get("artifacts").and_then(|a| a.as_array()) {
-        for (info, (file, artifact)) in prepared
-            .payloads()
-            .iter()
-            .zip(PAYLOAD_FILES.iter().zip(ARTIFACT_NAMES))
-        {
-            let listed = artifacts
-                .iter()
-                .find(|a| a.get("name").and_then(|n| n.as_str()) == Some(artifact))
-                .and_then(|a| a.get("sha256"))
-                .and_then(|h| h.as_str());
-            if let Some(listed) = listed {
-                if listed != info.sha256_hex() {
-                    bail!(
-                        "{file} (sha256 {}) is not the {artifact} {} describes (sha256 {listed}): \
-                         the boot directory is stale; rebuild the image",
-                        info.sha256_hex(),
-                        vj.display()
-                    );
-                }
-            }
-        }
-    }
+    let hashes: Vec<String> = prepared.payloads().iter().map(|p| p.sha256_hex()).collect();
+    check_artifacts(vj, &doc, &hashes)?;
     doc.get("build_id")
         .and_then(|b| b.as_str())
         .map(str::to_owned)
         .with_context(|| format!("{} has no build_id", vj.display()))
+}
+
+/// Checks the SHA-256s of the payloads (hex, in [`PAYLOAD_FILES`] order)
+/// against the `artifacts` of `doc`, the parsed `version.json` at `vj`: a
+/// payload that differs from what the disk build recorded means a stale
+/// boot directory. Artifacts `doc` does not list are not checked.
+pub fn check_artifacts(
+    vj: &Path,
+    doc: &serde_json::Value,
+    hashes: &[String],
+) -> anyhow::Result<()> {
+    let Some(artifacts) = doc.get("artifacts").and_then(|a| a.as_array()) else {
+        return Ok(());
+    };
+    for (hash, (file, artifact)) in hashes.iter().zip(PAYLOAD_FILES.iter().zip(ARTIFACT_NAMES)) {
+        let listed = artifacts
+            .iter()
+            .find(|a| a.get("name").and_then(|n| n.as_str()) == Some(artifact))
+            .and_then(|a| a.get("sha256"))
+            .and_then(|h| h.as_str());
+        if let Some(listed) = listed {
+            if listed != hash {
+                bail!(
+                    "{file} (sha256 {hash}) is not the {artifact} {} describes (sha256 {listed}): \
+                     the boot directory is stale; rebuild the image",
+                    vj.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads `--pubkey` values: a base64 public key, a PEM `PUBLIC KEY`, or a

@@ -211,12 +211,14 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
     let stage1_wanted: Vec<&str> = modules::STORAGE
         .iter()
         .chain(modules::WATCHDOG)
+        .chain(modules::NETBOOT)
         .copied()
         .collect();
-    let storage = idx.closure(&stage1_wanted)?;
+    let stage1_mods = idx.closure(&stage1_wanted)?;
     let mut node_wanted: Vec<String> = modules::STORAGE
         .iter()
         .chain(modules::WATCHDOG)
+        .chain(modules::NETBOOT)
         .chain(modules::NODE)
         .map(|s| s.to_string())
         .collect();
@@ -234,15 +236,15 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
     }
     let node_mods = idx.closure(&node_wanted)?;
     step.finish(&format!(
-        "kernel {kver}: {} stage 1 (storage, watchdog), {} node modules",
-        storage.len(),
+        "kernel {kver}: {} stage 1 (storage, watchdog, network boot), {} node modules",
+        stage1_mods.len(),
         node_mods.len()
     ));
 
     // [4] initramfs.
     let step = steps.start("initramfs");
     let initramfs_mods = work.join("initramfs-modules");
-    modules::install(&idx, &tree, &kver, &storage, &initramfs_mods)?;
+    modules::install(&idx, &tree, &kver, &stage1_mods, &initramfs_mods)?;
     let e2fsck_static = tree.join("sbin/e2fsck.static");
     let (initramfs, raw_len) = initramfs::build(
         &initramfs::Inputs {

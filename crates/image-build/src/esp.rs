@@ -11,9 +11,16 @@ use anyhow::{bail, Context};
 
 use crate::tools::{self, known};
 
+/// The kernel's console on every Keelson boot: the first serial port.
+pub const CONSOLE: &str = "console=ttyS0,115200";
+
+/// Reboot 10 s after a kernel panic (the A/B fallback and the watchdog
+/// take it from there).
+pub const PANIC: &str = "panic=10";
+
 /// Kernel command line of slot `slot` (docs/architecture.md).
 pub fn cmdline(slot: &str) -> String {
-    format!("console=ttyS0,115200 keelson.slot={slot} panic=10")
+    format!("{CONSOLE} keelson.slot={slot} {PANIC}")
 }
 
 /// GRUB modules embedded in BOOTX64.EFI.

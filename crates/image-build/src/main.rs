@@ -9,6 +9,10 @@
 //! - `image-build bundle --key K --version V --boot DIR --out FILE` signs
 //!   those three payloads into an upgrade bundle.
 //! - `image-build verify BUNDLE --pubkey KEY` checks a bundle offline.
+//! - `image-build netboot --boot DIR --base-url URL --out DIR` makes a
+//!   network-boot directory of those three payloads: an iPXE script
+//!   `keelson.ipxe` (the root's URL and SHA-256 on the kernel command
+//!   line) and `netboot.json`, to serve over TFTP or HTTP.
 
 mod bundle;
 mod cache;
@@ -24,6 +28,7 @@ mod initramfs;
 mod kubernetes;
 mod manifest;
 mod modules;
+mod netboot;
 mod oci;
 mod progress;
 mod rootfs;
@@ -124,6 +129,29 @@ enum Command {
         #[arg(long)]
         from: Option<String>,
     },
+    /// Make the network-boot directory OUT: the three payloads of BOOT
+    /// (hard links, or copies), the iPXE script keelson.ipxe and
+    /// netboot.json. Serve OUT over TFTP or HTTP for iPXE, and over HTTP at
+    /// --base-url for stage 1, which fetches the root from there.
+    Netboot {
+        /// Directory holding vmlinuz, initramfs.img and rootfs.squashfs
+        /// (`image-build disk` writes OUT/boot); its ../version.json, when
+        /// present, gives the version.
+        #[arg(long)]
+        boot: PathBuf,
+        /// Where OUT is served over HTTP, e.g. http://10.0.2.100:8080 (plain
+        /// http://: the root's SHA-256 on the kernel command line protects
+        /// it).
+        #[arg(long)]
+        base_url: String,
+        /// Where stage 1 fetches the first machine config from (plain
+        /// http://, keelson.config= on the kernel command line).
+        #[arg(long)]
+        config_url: Option<String>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// 2024-01-01T00:00:00Z: the default timestamp of every file in an image.
@@ -182,6 +210,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             from,
         } => {
             print!("{}", bundle::verify(&file, &pubkey, from.as_deref())?);
+            Ok(())
+        }
+        Command::Netboot {
+            boot,
+            base_url,
+            config_url,
+            out,
+        } => {
+            let m = netboot::netboot(&netboot::Request {
+                boot,
+                base_url,
+                config_url,
+                out: out.clone(),
+            })?;
+            eprintln!(
+                "image-build: {} ready (version {}): {} boots with root {}",
+                out.display(),
+                m.version.as_deref().unwrap_or("unknown"),
+                netboot::SCRIPT,
+                m.root_url
+            );
             Ok(())
         }
         Command::Kubernetes { out } => {

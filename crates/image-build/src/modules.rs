@@ -38,8 +38,29 @@ pub const STORAGE: &[&str] = &[
 /// `sp5100_tco`, ACPI's WDAT table on metal).
 pub const WATCHDOG: &[&str] = &["i6300esb", "lpc_ich", "iTCO_wdt", "sp5100_tco", "wdat_wdt"];
 
+/// Network boot: stage 1 fetches the root over HTTP and loop-mounts it, so
+/// the initramfs carries the loop driver and the drivers of common NICs
+/// (QEMU's virtio-net and e1000/e1000e, Intel, Realtek and Broadcom server
+/// and desktop parts). All are modules in Debian's 6.1 kernel; their
+/// dependencies (`libphy`, `mdio`, `dca`, ...) come with the closure. NICs
+/// that need firmware files (some `bnxt_en`, `i40e` and `r8169` parts)
+/// get none: the image ships no firmware packages.
+pub const NETBOOT: &[&str] = &[
+    "loop",
+    "virtio_net",
+    "e1000",
+    "e1000e",
+    "igb",
+    "ixgbe",
+    "i40e",
+    "r8169",
+    "tg3",
+    "bnxt_en",
+];
+
 /// Modules the node itself needs (containers, networking, iptables/nft,
-/// NICs, watchdog, vsock), on top of [`STORAGE`] and the config's own.
+/// NICs, watchdog, vsock), on top of [`STORAGE`], [`WATCHDOG`],
+/// [`NETBOOT`] and the config's own.
 pub const NODE: &[&str] = &[
     "overlay",
     "br_netfilter",

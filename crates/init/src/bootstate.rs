@@ -70,6 +70,13 @@ pub struct BootState {
     /// The hardware watchdog stage 1 armed, if any.
     #[serde(default)]
     pub watchdog: Option<crate::watchdog::Armed>,
+    /// The root fetched over the network, on a network boot.
+    #[serde(default)]
+    pub net_root: Option<crate::netroot::NetRootRecord>,
+    /// Data partitions kept in RAM because the machine has none (`STATE`,
+    /// `VAR`): lost at power-off.
+    #[serde(default)]
+    pub in_ram: Vec<String>,
 }
 
 impl BootState {

@@ -1,6 +1,9 @@
-//! The kernel command line: which slot this boot runs (`keelson.slot=A|B`).
-//! A missing or bad value never stops the boot: slot A is used and the
-//! problem is reported.
+//! The kernel command line: which slot this boot runs (`keelson.slot=A|B`),
+//! or, for a network boot, where the root comes from (`keelson.root=URL`
+//! with `keelson.root_sha256=HEX`) and where the config may come from
+//! (`keelson.config=URL`). A missing or bad slot never stops the boot: slot
+//! A is used and the problem is reported. A bad network root is an error
+//! stage 1 reports and cannot boot past (nothing to mount).
 
 use std::fmt;
 
@@ -32,6 +35,15 @@ impl fmt::Display for Slot {
     }
 }
 
+/// A root filesystem fetched over the network (`keelson.root=`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetRoot {
+    /// The squashfs' URL (`http://host[:port]/path`).
+    pub url: String,
+    /// Its SHA-256, lower-case hex (`keelson.root_sha256=`).
+    pub sha256: String,
+}
+
 /// What init reads from the kernel command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cmdline {
@@ -39,6 +51,101 @@ pub struct Cmdline {
     pub slot: Slot,
     /// Problems found (each names the parameter and the value).
     pub warnings: Vec<String>,
+    /// The network root, when `keelson.root=` asks for one and is valid.
+    pub net_root: Option<NetRoot>,
+    /// Why `keelson.root=` / `keelson.root_sha256=` cannot be used.
+    pub net_root_error: Option<String>,
+    /// Where to fetch the first config from (`keelson.config=`), if valid.
+    pub config_url: Option<String>,
+}
+
+impl Cmdline {
+    /// Whether this is a network boot (`keelson.root=` present, valid or
+    /// not): the slot does not matter then.
+    pub fn network_boot(&self) -> bool {
+        self.net_root.is_some() || self.net_root_error.is_some()
+    }
+}
+
+/// The last value of `key=` on the command line (`Some("")` for a bare
+/// `key`), as the kernel does for its own parameters.
+fn last_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let mut found = None;
+    for word in text.split_ascii_whitespace() {
+        if let Some(v) = word.strip_prefix(key).and_then(|r| r.strip_prefix('=')) {
+            found = Some(v);
+        } else if word == key {
+            found = Some("");
+        }
+    }
+    found
+}
+
+/// Checks a plain-HTTP URL of the command line: `http://HOST[:PORT]/PATH`.
+/// Plain HTTP on purpose: stage 1 checks what it fetched by hash, and has
+/// no clock or CA store for TLS.
+pub fn check_http_url(param: &str, url: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("kernel command line: {param}={url:?}: {why}"));
+    let Some(rest) = url.strip_prefix("http://") else {
+        return bad("only http:// URLs are fetched (the SHA-256 protects the root)");
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return bad("no host (expected http://HOST[:PORT]/PATH)");
+    }
+    if let Some((_, port)) = authority.rsplit_once(':') {
+        if !authority.starts_with('[') && port.parse::<u16>().map_or(true, |p| p == 0) {
+            return bad("the port is not a number from 1 to 65535");
+        }
+    }
+    if path.len() <= 1 {
+        return bad("no path to a file");
+    }
+    if url.bytes().any(|b| b.is_ascii_control()) {
+        return bad("control characters");
+    }
+    Ok(())
+}
+
+/// Parses `keelson.root=` and `keelson.root_sha256=`.
+fn net_root(text: &str) -> (Option<NetRoot>, Option<String>) {
+    let Some(url) = last_value(text, "keelson.root") else {
+        return (None, None);
+    };
+    if let Err(e) = check_http_url("keelson.root", url) {
+        return (None, Some(e));
+    }
+    if let Err(e) = crate::netroot::fetch::target(url) {
+        return (
+            None,
+            Some(format!("kernel command line: keelson.root: {e}")),
+        );
+    }
+    let sha = last_value(text, "keelson.root_sha256").unwrap_or_default();
+    if sha.is_empty() {
+        return (
+            None,
+            Some(
+                "kernel command line: keelson.root= needs keelson.root_sha256=<64 hex digits>: a network root is only used after its hash is checked".into(),
+            ),
+        );
+    }
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return (
+            None,
+            Some(format!(
+                "kernel command line: keelson.root_sha256={sha:?} is not 64 hex digits"
+            )),
+        );
+    }
+    let root = NetRoot {
+        url: url.to_string(),
+        sha256: sha.to_ascii_lowercase(),
+    };
+    (Some(root), None)
 }
 
 /// Parses the kernel command line text (`/proc/cmdline`). Quoted values are
@@ -46,15 +153,18 @@ pub struct Cmdline {
 /// `keelson.slot=` wins, as with the kernel's own parameters.
 pub fn parse(text: &str) -> Cmdline {
     let mut warnings = Vec::new();
-    let mut found: Option<&str> = None;
-    for word in text.split_ascii_whitespace() {
-        if let Some(v) = word.strip_prefix("keelson.slot=") {
-            found = Some(v);
-        } else if word == "keelson.slot" {
-            found = Some("");
+    let (net_root, net_root_error) = net_root(text);
+    let network_boot = net_root.is_some() || net_root_error.is_some();
+    let config_url = last_value(text, "keelson.config").and_then(|url| {
+        match check_http_url("keelson.config", url) {
+            Ok(()) => Some(url.to_string()),
+            Err(e) => {
+                warnings.push(format!("{e}; waiting for a config in maintenance mode"));
+                None
+            }
         }
-    }
-    let slot = match found {
+    });
+    let slot = match last_value(text, "keelson.slot") {
         Some("A") => Slot::A,
         Some("B") => Slot::B,
         Some(other) => {
@@ -63,13 +173,21 @@ pub fn parse(text: &str) -> Cmdline {
             ));
             Slot::A
         }
+        // A network boot has no slot.
+        None if network_boot => Slot::A,
         None => {
             warnings
                 .push("kernel command line: keelson.slot= is missing; booting slot A".to_string());
             Slot::A
         }
     };
-    Cmdline { slot, warnings }
+    Cmdline {
+        slot,
+        warnings,
+        net_root,
+        net_root_error,
+        config_url,
+    }
 }
 
 #[cfg(test)]
@@ -107,5 +225,73 @@ mod tests {
         }
         // A look-alike parameter is not the slot.
         assert_eq!(parse("xkeelson.slot=B").slot, Slot::A);
+        assert!(!parse("keelson.slot=B").network_boot());
+    }
+
+    const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn a_network_root_needs_an_http_url_and_its_hash() {
+        let ok = parse(&format!(
+            "console=ttyS0 keelson.root=http://10.0.2.100:8080/rootfs.squashfs keelson.root_sha256={}",
+            SHA.to_uppercase()
+        ));
+        assert_eq!(
+            ok.net_root,
+            Some(NetRoot {
+                url: "http://10.0.2.100:8080/rootfs.squashfs".into(),
+                sha256: SHA.into(),
+            })
+        );
+        assert!(ok.network_boot());
+        assert!(ok.warnings.is_empty(), "no slot warning: {:?}", ok.warnings);
+
+        let with_hash = |root: &str| format!("{root} keelson.root_sha256={SHA}");
+        for (line, says) in [
+            (
+                "keelson.root=http://10.0.0.1/r.sqfs".to_string(),
+                "needs keelson.root_sha256",
+            ),
+            (
+                "keelson.root=http://10.0.0.1/r.sqfs keelson.root_sha256=abc".to_string(),
+                "not 64 hex digits",
+            ),
+            (with_hash("keelson.root=https://h/r.sqfs"), "only http://"),
+            (with_hash("keelson.root=http:///r.sqfs"), "no host"),
+            (with_hash("keelson.root=http://h:99999/r"), "port"),
+            (with_hash("keelson.root=http://h"), "no path"),
+            (with_hash("keelson.root=http://h/"), "no path"),
+            (with_hash("keelson.root"), "only http://"),
+            (
+                with_hash("keelson.root=http://boot.example/r"),
+                "IP address",
+            ),
+        ] {
+            let c = parse(&line);
+            assert!(c.network_boot(), "{line}");
+            assert_eq!(c.net_root, None, "{line}");
+            let err = c.net_root_error.unwrap_or_default();
+            assert!(err.contains(says), "{line}: {err}");
+            assert!(
+                err.contains("keelson.root"),
+                "{line}: names the parameter: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_config_url_is_taken_when_valid_and_warned_about_when_not() {
+        let ok = parse("keelson.slot=A keelson.config=http://10.0.2.100/node.yaml");
+        assert_eq!(
+            ok.config_url.as_deref(),
+            Some("http://10.0.2.100/node.yaml")
+        );
+        let bad = parse("keelson.slot=A keelson.config=ftp://x/node.yaml");
+        assert_eq!(bad.config_url, None);
+        assert!(
+            bad.warnings[0].contains("keelson.config"),
+            "{:?}",
+            bad.warnings
+        );
     }
 }

@@ -21,6 +21,7 @@ mod grow;
 mod kmod;
 mod machine_api;
 mod mounts;
+mod netroot;
 #[allow(dead_code)]
 mod network;
 mod node;

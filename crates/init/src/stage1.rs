@@ -1,8 +1,10 @@
 //! Stage 1, run from the initramfs: mount the kernel filesystems, load the
 //! storage modules, find the partitions by GPT name, check STATE and VAR,
-//! mount the slot's squashfs read-only, hand the boot state over in `/run`,
-//! free the initramfs and switch root (MS_MOVE + chroot: an initramfs cannot
-//! be pivot_root'ed), then exec stage 2 (`/sbin/init`).
+//! mount the slot's squashfs read-only (or, on a network boot, the squashfs
+//! fetched over HTTP and checked by hash, see [`crate::netroot`]), hand the
+//! boot state over in `/run`, free the initramfs and switch root (MS_MOVE +
+//! chroot: an initramfs cannot be pivot_root'ed), then exec stage 2
+//! (`/sbin/init`).
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -14,12 +16,12 @@ use nix::mount::MsFlags;
 use thiserror::Error;
 
 use crate::bootstate::{timed, BootState, STAGE1_STATE};
-use crate::cmdline::{self, Slot};
+use crate::cmdline;
 use crate::kmod::ModuleIndex;
 use crate::mounts::{self, MountError};
 use crate::partitions::{self, Partition};
 use crate::watchdog::{self, Stage1Petter};
-use crate::{console, fsck};
+use crate::{console, fsck, netroot};
 
 /// The file whose presence in `/` makes init run stage 1.
 pub const MARKER: &str = "/.keelson-stage1";
@@ -32,6 +34,9 @@ const PARTITION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Filesystem modules stage 1 always needs (when not built in); the disk
 /// controller drivers are found by coldplug from the devices present.
 pub const FILESYSTEM_MODULES: &[&str] = &["squashfs", "ext4"];
+/// On a network boot, a disk with STATE and VAR is used if present: how
+/// long to look for one (drivers are loaded by then).
+const NETBOOT_DISK_WAIT: Duration = Duration::from_secs(3);
 
 /// Why stage 1 could not finish (each is fatal: the machine reboots).
 #[derive(Debug, Error)]
@@ -45,6 +50,10 @@ pub enum Stage1Error {
     /// The switch to the new root failed.
     #[error("switch root: {0}")]
     Switch(String),
+    /// The kernel command line asks for a network root it does not
+    /// describe well enough to fetch.
+    #[error("{0}")]
+    NetRoot(String),
 }
 
 /// Runs stage 1. Returns only on failure (on success it execs stage 2).
@@ -69,7 +78,10 @@ pub fn run() -> Stage1Error {
     state.slot = cmd.slot.to_string();
     state.cmdline_warnings = cmd.warnings.clone();
 
-    timed(&mut state, "storage-modules", load_storage_modules);
+    let network_boot = cmd.network_boot();
+    timed(&mut state, "storage-modules", |st| {
+        load_storage_modules(st, network_boot)
+    });
     // The watchdog's driver came with the storage drivers (coldplug).
     let petter = arm_watchdog(&mut state, &cmdline);
     let progress = || {
@@ -79,24 +91,56 @@ pub fn run() -> Stage1Error {
     };
 
     let slot = cmd.slot;
-    let found = timed(&mut state, "find-partitions", |_| {
-        partitions::wait_for(
-            Path::new("/sys/class/block"),
-            Path::new("/dev"),
-            &[slot.partition()],
-            &["STATE", "VAR"],
-            PARTITION_TIMEOUT,
-        )
-    });
-    let Some(root) = found.get(slot.partition()).cloned() else {
-        log_partitions();
-        return Stage1Error::NoRoot(slot.partition().to_string(), PARTITION_TIMEOUT);
+    let (root, found) = if cmd.network_boot() {
+        let Some(net_root) = &cmd.net_root else {
+            let why = cmd.net_root_error.clone().unwrap_or_default();
+            return Stage1Error::NetRoot(why);
+        };
+        let fetched = timed(&mut state, "network-root", |_| {
+            netroot::bring_up(net_root, &progress)
+        });
+        let (device, record) = match fetched {
+            Ok(r) => r,
+            Err(e) => return Stage1Error::NetRoot(e),
+        };
+        state.slot = "network".to_string();
+        state.net_root = Some(record);
+        let found = timed(&mut state, "find-partitions", |_| {
+            partitions::wait_for(
+                Path::new("/sys/class/block"),
+                Path::new("/dev"),
+                &[],
+                &["STATE", "VAR"],
+                NETBOOT_DISK_WAIT,
+            )
+        });
+        (device, found)
+    } else {
+        let found = timed(&mut state, "find-partitions", |_| {
+            partitions::wait_for(
+                Path::new("/sys/class/block"),
+                Path::new("/dev"),
+                &[slot.partition()],
+                &["STATE", "VAR"],
+                PARTITION_TIMEOUT,
+            )
+        });
+        let Some(root) = found.get(slot.partition()).cloned() else {
+            log_partitions();
+            return Stage1Error::NoRoot(slot.partition().to_string(), PARTITION_TIMEOUT);
+        };
+        for name in ["STATE", "VAR"] {
+            if !found.contains_key(name) {
+                state.error(format!(
+                    "partition {name} not found: stage 2 keeps it in RAM"
+                ));
+            }
+        }
+        (root.dev, found)
     };
     for name in ["STATE", "VAR"] {
-        if !found.contains_key(name) {
-            state.error(format!(
-                "partition {name} not found: stage 2 runs without it"
-            ));
+        if let Some(p) = found.get(name) {
+            tracing::info!(partition = name, dev = %p.dev.display(), "data partition found");
         }
     }
 
@@ -107,7 +151,11 @@ pub fn run() -> Stage1Error {
         None => check_filesystems(st, &found),
     });
 
-    if let Err(e) = timed(&mut state, "mount-root", |_| mount_root(slot, &root)) {
+    let what = match &state.net_root {
+        Some(r) => r.url.clone(),
+        None => format!("slot {slot}"),
+    };
+    if let Err(e) = timed(&mut state, "mount-root", |_| mount_root(&what, &root)) {
         return e;
     }
     progress();
@@ -167,10 +215,11 @@ fn mount_kernel_filesystems() -> Result<(), MountError> {
     )
 }
 
-/// Loads the drivers of the disk controllers present (coldplug from
-/// device modaliases: only what the machine has, since every module costs
-/// a signature check) and the filesystem modules.
-fn load_storage_modules(state: &mut BootState) {
+/// Loads the drivers of the disk controllers (and NICs) present (coldplug
+/// from device modaliases: only what the machine has, since every module
+/// costs a signature check) and the filesystem modules; on a network boot
+/// also the loop driver the fetched root is mounted through.
+fn load_storage_modules(state: &mut BootState, network_boot: bool) {
     let index = match ModuleIndex::running_kernel() {
         Ok(i) => i,
         Err(e) => {
@@ -182,7 +231,10 @@ fn load_storage_modules(state: &mut BootState) {
     for f in failed {
         tracing::warn!("storage driver: {f}");
     }
-    for name in FILESYSTEM_MODULES {
+    let wanted = FILESYSTEM_MODULES
+        .iter()
+        .chain(network_boot.then_some(&"loop"));
+    for name in wanted {
         if !index.knows(name) {
             tracing::debug!(module = name, "not in the initramfs");
             continue;
@@ -238,10 +290,11 @@ fn check_filesystems(state: &mut BootState, found: &BTreeMap<String, Partition>)
     }
 }
 
-/// Mounts the slot's squashfs read-only at /newroot.
-fn mount_root(slot: Slot, root: &Partition) -> Result<(), Stage1Error> {
-    let dev = root.dev.to_string_lossy();
-    tracing::info!(%slot, dev = %dev, "mounting root");
+/// Mounts the root squashfs (`what`: the slot or the URL it came from)
+/// read-only at /newroot.
+fn mount_root(what: &str, root: &Path) -> Result<(), Stage1Error> {
+    let dev = root.to_string_lossy();
+    tracing::info!(root = %what, dev = %dev, "mounting root");
     mounts::mount(
         &dev,
         Path::new(NEWROOT),

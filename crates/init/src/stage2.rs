@@ -84,7 +84,7 @@ pub fn run() -> Result<Ending, Stage2Error> {
     let var = partitions::find(Path::new("/sys/class/block"), Path::new("/dev"), "VAR");
     timed(&mut state, "mount-var", |st| match &var {
         Some(p) => mount_data(st, p, Path::new("/var"), false),
-        None => st.error("partition VAR not found: /var stays on the read-only root"),
+        None => in_ram(st, "VAR", Path::new("/var"), false),
     });
     if let Some(p) = &var {
         timed(&mut state, "grow-var", |st| grow_var(st, p));
@@ -95,9 +95,16 @@ pub fn run() -> Result<Ending, Stage2Error> {
     timed(&mut state, "mount-state", |st| {
         match partitions::find(Path::new("/sys/class/block"), Path::new("/dev"), "STATE") {
             Some(p) => mount_data(st, &p, Path::new(STATE_MOUNT), true),
-            None => st.error("partition STATE not found: no config, no history"),
+            None => in_ram(st, "STATE", Path::new(STATE_MOUNT), true),
         }
     });
+    if !state.in_ram.is_empty() {
+        state.in_ram.sort();
+        console::marker(&format!(
+            "storage in RAM: {} (no such partition): what is written there is lost at power-off",
+            state.in_ram.join(" ")
+        ));
+    }
     let last_shutdown = timed(&mut state, "shutdown-report", consume_shutdown_report);
     timed(&mut state, "config-store", settle_config_store);
     let config = timed(&mut state, "load-config", load_config);
@@ -279,6 +286,25 @@ fn coldplug(state: &mut BootState) {
             }
         }
         Err(e) => state.error(format!("coldplug: {e}")),
+    }
+}
+
+/// Mounts a tmpfs where a missing data partition would go (read-only for
+/// STATE, which is remounted writable while written, as on disk), so a
+/// diskless node runs all the same.
+fn in_ram(state: &mut BootState, name: &str, target: &Path, read_only: bool) {
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    match mounts::mount("tmpfs", target, "tmpfs", flags, Some("mode=0755")) {
+        Ok(()) => {
+            tracing::info!(partition = name, target = %target.display(), "no partition: kept in RAM");
+            state.in_ram.push(name.to_string());
+        }
+        Err(e) => state.error(format!(
+            "partition {name} not found, and no tmpfs for it: {e}"
+        )),
     }
 }
 

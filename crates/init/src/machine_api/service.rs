@@ -190,6 +190,11 @@ impl Machine for MachineService {
                 .as_ref()
                 .map(|w| format!("{} ({}), timeout {}s", w.identity, w.device, w.timeout_s))
                 .unwrap_or_default(),
+            root: match &st.net_root {
+                Some(r) => format!("{} (sha256 {}, {} bytes)", r.url, r.sha256, r.bytes),
+                None => format!("slot {}", st.slot),
+            },
+            in_ram: st.in_ram.clone(),
         }))
     }
 

@@ -259,6 +259,55 @@ async fn first_lease(
     Ok(lease)
 }
 
+/// Ethernet interfaces (type 1) backed by a device, sorted: what
+/// maintenance mode and a network boot run DHCP on.
+pub fn ethernet_interfaces(sys_class_net: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(sys_class_net)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    let p = e.path();
+                    std::fs::read_to_string(p.join("type")).is_ok_and(|t| t.trim() == "1")
+                        && p.join("device").exists()
+                })
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Gives back what [`apply`] set up for `state`'s DHCP interfaces: the
+/// leased addresses are removed and the links set down (which drops their
+/// routes), within 5 s. For stage 1, which fetched the network root and
+/// leaves the network to stage 2. Failures are logged, not returned.
+pub async fn release(state: &NetworkState) {
+    let Ok(nl) = Netlink::connect() else {
+        tracing::warn!("network release: no rtnetlink socket");
+        return;
+    };
+    let work = async {
+        for iface in &state.interfaces {
+            let Some(rt) = &iface.runtime else { continue };
+            if let Some(lease) = &iface.dhcp {
+                if let Err(e) = nl
+                    .del_address(rt.link.index, &rt.link.name, &lease.address)
+                    .await
+                {
+                    tracing::warn!(iface = %rt.link.name, error = %e, "leased address not removed");
+                }
+            }
+            if let Err(e) = nl.set_up(rt.link.index, &rt.link.name, false).await {
+                tracing::warn!(iface = %rt.link.name, error = %e, "link not set down");
+            }
+        }
+    };
+    if tokio::time::timeout(DOWN_TIMEOUT, work).await.is_err() {
+        tracing::warn!("network release did not finish within {DOWN_TIMEOUT:?}");
+    }
+}
+
 /// Sets every non-loopback link that is up to down (for shutdown), within
 /// 5 s. Returns the names of the links set down; a link that refuses is
 /// logged and skipped.

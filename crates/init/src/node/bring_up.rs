@@ -107,7 +107,7 @@ pub async fn start_services(node: &NodeCtl, cfg: Arc<MachineConfig>) {
 pub async fn maintenance_network(node: &NodeCtl) {
     // A trial slot that cannot read the config is not healthy either.
     tokio::spawn(crate::upgrade::after_boot(node.clone(), None));
-    let names = ethernet_interfaces(Path::new("/sys/class/net"));
+    let names = network::ethernet_interfaces(Path::new("/sys/class/net"));
     if names.is_empty() {
         node.state()
             .error("maintenance mode: no Ethernet interface to reach the API on");
@@ -135,24 +135,11 @@ pub async fn maintenance_network(node: &NodeCtl) {
         )),
         None => console::marker("maintenance mode: no address from DHCP"),
     }
-}
-
-/// Ethernet interfaces (type 1) backed by a device, sorted.
-fn ethernet_interfaces(sys_class_net: &Path) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(sys_class_net)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| {
-                    let p = e.path();
-                    std::fs::read_to_string(p.join("type")).is_ok_and(|t| t.trim() == "1")
-                        && p.join("device").exists()
-                })
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Some(url) = crate::cmdline::parse(&cmdline).config_url {
+        console::marker(&format!("maintenance mode: fetching the config from {url}"));
+        tokio::spawn(super::config_url::apply_from(node.clone(), url));
+    }
 }
 
 /// What the network thread reports once the boot-time configuration is
@@ -344,6 +331,6 @@ mod tests {
                 std::fs::create_dir_all(d.join("device")).unwrap();
             }
         }
-        assert_eq!(ethernet_interfaces(t.path()), ["eth0", "eth1"]);
+        assert_eq!(network::ethernet_interfaces(t.path()), ["eth0", "eth1"]);
     }
 }

@@ -139,6 +139,40 @@ pub fn node_plan(old: Option<&MachineConfig>, new: &MachineConfig) -> Plan {
     plan
 }
 
+/// On a node whose STATE is in RAM (no disk), a reboot would come back
+/// without the config: kernel arguments, which such a node takes from its
+/// network boot script, are left out of the plan (and reported), and
+/// anything else that needs a reboot is refused. Returns the plan to carry
+/// out and the warnings.
+fn ram_state_plan(plan: Plan, mode: ApplyMode) -> Result<(Plan, Vec<String>), ApplyError> {
+    let (args, changes): (Vec<_>, Vec<_>) = plan
+        .changes
+        .into_iter()
+        .partition(|c| c.kind == ChangeKind::KernelArgs);
+    let plan = Plan { changes };
+    let warnings = args
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: not applied: STATE is in RAM (network boot): the kernel command line comes from the boot script",
+                c.summary
+            )
+        })
+        .collect();
+    if plan.needs_reboot() || matches!(mode, ApplyMode::Reboot | ApplyMode::Staged) {
+        let lines = reboot_lines(&plan);
+        return Err(ApplyError::Unsupported(format!(
+            "STATE is in RAM (this node has no disk): a reboot would lose the config, so {} cannot be done{}",
+            match mode {
+                ApplyMode::Reboot | ApplyMode::Staged => format!("mode {}", mode.as_str()),
+                _ => "this change".to_string(),
+            },
+            if lines.is_empty() { String::new() } else { format!(":\n{lines}") }
+        )));
+    }
+    Ok((plan, warnings))
+}
+
 /// The plan's lines that need a reboot.
 fn reboot_lines(plan: &Plan) -> String {
     plan.changes
@@ -172,7 +206,13 @@ impl NodeCtl {
         let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
         let new = Arc::new(loaded.config);
         let old = self.config();
-        let plan = node_plan(old.as_deref(), &new);
+        let mut plan = node_plan(old.as_deref(), &new);
+        let mut warnings = warnings;
+        if self.state().in_ram.iter().any(|p| p == "STATE") {
+            let (kept, dropped) = ram_state_plan(plan, req.mode)?;
+            plan = kept;
+            warnings.extend(dropped);
+        }
         let mut out = ApplyOutcome {
             plan: plan.clone(),
             outcome: String::new(),
@@ -480,5 +520,36 @@ mod tests {
             .insert("net.core.somaxconn".into(), "2048".into());
         assert!(!node_plan(Some(&sysctl), &changed).needs_reboot());
         assert!(!node_plan(None, &new).needs_reboot());
+    }
+
+    #[test]
+    fn a_node_with_state_in_ram_never_reboots_to_apply() {
+        let args = "  kernel:\n    args: [\"mitigations=off\"]\n";
+        let old = config("");
+        let new = config(args);
+        // Kernel args alone: left out and reported; the rest goes live.
+        let plan = node_plan(None, &new);
+        assert!(plan.needs_reboot(), "on a disk, kernel args need a reboot");
+        let (kept, warnings) = ram_state_plan(plan, ApplyMode::Auto).unwrap();
+        assert!(!kept.needs_reboot());
+        assert!(kept
+            .changes
+            .iter()
+            .all(|c| c.kind != ChangeKind::KernelArgs));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("mitigations=off") && warnings[0].contains("RAM"));
+        // A network change needs a reboot: refused, with the line.
+        let net = config("network:\n  interfaces:\n    - name: eth1\n      dhcp: true\n");
+        let err = ram_state_plan(node_plan(Some(&old), &net), ApplyMode::Auto).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("STATE is in RAM") && text.contains("eth1"),
+            "{text}"
+        );
+        // Reboot and staged modes cannot work at all.
+        for mode in [ApplyMode::Reboot, ApplyMode::Staged] {
+            let err = ram_state_plan(node_plan(Some(&old), &old), mode).unwrap_err();
+            assert!(err.to_string().contains(mode.as_str()), "{err}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 mod bring_up;
 mod config_apply;
+mod config_url;
 mod reconfigure;
 mod uncordon;
 

@@ -206,6 +206,10 @@ struct HealthView {
     upgrade_rolled_back: Option<String>,
     /// The hardware watchdog init keeps alive; empty: none.
     watchdog: String,
+    /// Where the root came from (a slot, or a network boot's URL).
+    root: String,
+    /// Data partitions kept in RAM (lost at power-off).
+    in_ram: Vec<String>,
 }
 
 /// Why and when the last upgrade was rolled back.
@@ -251,6 +255,15 @@ fn health_table(h: &HealthView) -> String {
         out.push_str("watchdog: none (no device, or keelson.watchdog=off)\n");
     } else {
         out.push_str(&format!("watchdog: {}\n", h.watchdog));
+    }
+    if !h.root.is_empty() {
+        out.push_str(&format!("root: {}\n", h.root));
+    }
+    if !h.in_ram.is_empty() {
+        out.push_str(&format!(
+            "in RAM (no partition; lost at power-off): {}\n",
+            h.in_ram.join(", ")
+        ));
     }
     out
 }
@@ -765,6 +778,8 @@ pub fn health(
                 .collect(),
             boot_problems: h.boot_problems,
             watchdog: h.watchdog,
+            root: h.root,
+            in_ram: h.in_ram,
         })
     })
 }
@@ -1238,6 +1253,8 @@ mod tests {
             boot_problems: vec![],
             upgrade_rolled_back: Some("kubelet not healthy within 300s".into()),
             watchdog: "i6300ESB timer (/dev/watchdog0), timeout 60s".into(),
+            root: String::new(),
+            in_ram: vec![],
         };
         assert_eq!(
             health_table(&h),
@@ -1256,5 +1273,19 @@ mod tests {
         h.upgrade_rolled_back = None;
         h.boot_problems.clear();
         assert!(!health_table(&h).contains("rolled back"));
+
+        // A diskless network boot says where its root came from and what
+        // it keeps in RAM.
+        h.root = "http://10.0.2.100:8080/rootfs.squashfs (sha256 ab12, 97 bytes)".into();
+        h.in_ram = vec!["STATE".into(), "VAR".into()];
+        let t = health_table(&h);
+        assert!(
+            t.contains("root: http://10.0.2.100:8080/rootfs.squashfs (sha256 ab12"),
+            "{t}"
+        );
+        assert!(
+            t.contains("in RAM (no partition; lost at power-off): STATE, VAR"),
+            "{t}"
+        );
     }
 }

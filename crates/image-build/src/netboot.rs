@@ -1,0 +1,546 @@
+//! `image-build netboot`: a directory a PXE machine boots from. It holds the
+//! three payloads `image-build disk` leaves in `OUT/boot` (kernel,
+//! initramfs, root squashfs; hard links when the file system allows, copies
+//! otherwise), an iPXE script `keelson.ipxe` and `netboot.json` (version,
+//! names, sizes and SHA-256s).
+//!
+//! The script loads `vmlinuz` and `initramfs.img` by relative paths, which
+//! iPXE resolves against the script's own URL: the same directory works
+//! served over TFTP or HTTP. Stage 1 then fetches the root from
+//! `BASE_URL/rootfs.squashfs` over plain HTTP and uses it only if its
+//! SHA-256 is the one on the kernel command line: the hash, not TLS,
+//! protects the root (stage 1 has no clock or CA store for TLS).
+//!
+//! Files in the output are hard links to the boot directory's when
+//! possible: replace one by renaming a new file over it, never by writing
+//! into it.
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::bundle::{check_artifacts, PAYLOAD_FILES};
+use crate::digest;
+use crate::esp;
+use crate::manifest::Artifact;
+
+/// The iPXE script's file name in the output directory.
+pub const SCRIPT: &str = "keelson.ipxe";
+
+/// The manifest's file name in the output directory.
+pub const MANIFEST: &str = "netboot.json";
+
+/// The root squashfs's file name (the last of [`PAYLOAD_FILES`]).
+const ROOT_FILE: &str = PAYLOAD_FILES[2];
+
+/// A `--base-url` or `--config-url` value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag} {value:?}: {why}")]
+pub struct BadUrl {
+    /// The command-line flag that carried it.
+    pub flag: String,
+    /// The value given.
+    pub value: String,
+    /// What is wrong with it.
+    pub why: &'static str,
+}
+
+/// Checks what every URL on the kernel command line must be: plain
+/// `http://HOST[:PORT]...` (what stage 1 accepts), one word, nothing iPXE
+/// would expand. Returns it without trailing `/`.
+fn checked<'a>(flag: &str, value: &'a str) -> Result<&'a str, BadUrl> {
+    let bad = |why: &'static str| BadUrl {
+        flag: flag.to_string(),
+        value: value.to_string(),
+        why,
+    };
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(
+            "contains whitespace or control characters (the kernel command line is split on spaces)",
+        ));
+    }
+    let Some(rest) = value.strip_prefix("http://") else {
+        return Err(bad(
+            "must start with http:// (stage 1 fetches over plain HTTP; the SHA-256 on the \
+             kernel command line, not TLS, protects the root)",
+        ));
+    };
+    if value.contains('$') {
+        return Err(bad("contains `$`, which iPXE would expand as a setting"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(bad("has no host (expected http://HOST[:PORT]/...)"));
+    }
+    if authority.contains('@') {
+        return Err(bad("has user information (`@`), which stage 1 refuses"));
+    }
+    if let Some((host, port)) = authority.rsplit_once(':') {
+        if !authority.starts_with('[') {
+            if host.is_empty() {
+                return Err(bad("has no host (expected http://HOST[:PORT]/...)"));
+            }
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err(bad("the port is not a number from 1 to 65535"));
+            }
+        }
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => h,
+        _ => authority,
+    };
+    if host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_err()
+    {
+        return Err(bad(
+            "the host must be an IP address (stage 1 has no DNS resolver)",
+        ));
+    }
+    Ok(value.trim_end_matches('/'))
+}
+
+/// Validates `--base-url` (given as `flag`): the URL the output directory
+/// is served at over HTTP, to which file names are appended. Returns it
+/// without trailing `/`.
+pub fn base_url(flag: &str, value: &str) -> Result<String, BadUrl> {
+    let url = checked(flag, value)?;
+    if url.contains(['?', '#']) {
+        return Err(BadUrl {
+            flag: flag.to_string(),
+            value: value.to_string(),
+            why: "has a query or fragment, but file names are appended to it",
+        });
+    }
+    Ok(url.to_string())
+}
+
+/// Validates a URL naming one file, like `--config-url` (given as `flag`):
+/// as [`base_url`], and it must have a path. Returns it without trailing
+/// `/`.
+pub fn file_url(flag: &str, value: &str) -> Result<String, BadUrl> {
+    let url = checked(flag, value)?;
+    let after_host = url["http://".len()..].trim_start_matches(|c| !matches!(c, '/' | '?' | '#'));
+    if !after_host.starts_with('/') || after_host.len() < 2 {
+        return Err(BadUrl {
+            flag: flag.to_string(),
+            value: value.to_string(),
+            why: "has no path to a file (expected http://HOST[:PORT]/PATH)",
+        });
+    }
+    Ok(url.to_string())
+}
+
+/// Kernel command line of a network boot: the console and panic settings
+/// of a disk boot ([`esp::cmdline`]), the root's URL and SHA-256 (hex) and,
+/// optionally, where stage 1 fetches the first config from.
+pub fn cmdline(root_url: &str, root_sha256: &str, config_url: Option<&str>) -> String {
+    let mut line = format!(
+        "{} {} keelson.root={root_url} keelson.root_sha256={root_sha256}",
+        esp::CONSOLE,
+        esp::PANIC
+    );
+    if let Some(url) = config_url {
+        line.push_str(" keelson.config=");
+        line.push_str(url);
+    }
+    line
+}
+
+/// The iPXE script booting the kernel next to it with `cmdline`.
+pub fn ipxe_script(cmdline: &str) -> String {
+    format!(
+        "#!ipxe\nkernel {} {cmdline}\ninitrd {}\nboot\n",
+        PAYLOAD_FILES[0], PAYLOAD_FILES[1]
+    )
+}
+
+/// What `image-build netboot` is asked to do.
+#[derive(Debug)]
+pub struct Request {
+    /// Directory holding vmlinuz, initramfs.img and rootfs.squashfs.
+    pub boot: PathBuf,
+    /// `--base-url` as given.
+    pub base_url: String,
+    /// `--config-url` as given.
+    pub config_url: Option<String>,
+    /// Output directory.
+    pub out: PathBuf,
+}
+
+/// `netboot.json`: what the directory holds.
+#[derive(Debug, Serialize)]
+pub struct NetbootManifest {
+    /// Image version, from the disk build's `version.json` when present.
+    pub version: Option<String>,
+    /// Build id, from the same `version.json`.
+    pub build_id: Option<String>,
+    /// Where the directory is served over HTTP (no trailing `/`).
+    pub base_url: String,
+    /// The URL the root is fetched from.
+    pub root_url: String,
+    /// The first config's URL, if any.
+    pub config_url: Option<String>,
+    /// The iPXE script's file name.
+    pub script: String,
+    /// The kernel command line the script boots with.
+    pub cmdline: String,
+    /// The payloads, then the script: name, size, SHA-256.
+    pub files: Vec<Artifact>,
+}
+
+/// How a payload got into the output directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placed {
+    /// A hard link to the boot directory's file.
+    Linked,
+    /// A copy (hard links are impossible there, e.g. another file system).
+    Copied,
+    /// It already was the boot directory's file (same inode).
+    AlreadyThere,
+}
+
+/// Makes `dst` the file `src`: a hard link if possible, else a copy.
+/// An existing `dst` that is another file is replaced.
+pub fn link_or_copy(src: &Path, dst: &Path) -> anyhow::Result<Placed> {
+    let from = std::fs::metadata(src).with_context(|| format!("cannot stat {}", src.display()))?;
+    if let Ok(to) = std::fs::symlink_metadata(dst) {
+        if to.dev() == from.dev() && to.ino() == from.ino() {
+            return Ok(Placed::AlreadyThere);
+        }
+        std::fs::remove_file(dst).with_context(|| format!("cannot remove {}", dst.display()))?;
+    }
+    match std::fs::hard_link(src, dst) {
+        Ok(()) => Ok(Placed::Linked),
+        Err(e) => {
+            tracing::debug!(src = %src.display(), error = %e, "no hard link, copying");
+            std::fs::copy(src, dst)
+                .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+            Ok(Placed::Copied)
+        }
+    }
+}
+
+/// Version and build id from `BOOT/../version.json`, when the disk build
+/// wrote one, after checking it describes these payloads (`hashes`, hex,
+/// in [`PAYLOAD_FILES`] order).
+fn version_of(boot: &Path, hashes: &[String]) -> anyhow::Result<(Option<String>, Option<String>)> {
+    let Some(vj) = boot
+        .parent()
+        .map(|d| d.join("version.json"))
+        .filter(|p| p.is_file())
+    else {
+        return Ok((None, None));
+    };
+    let text = std::fs::read(&vj).with_context(|| format!("cannot read {}", vj.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", vj.display()))?;
+    check_artifacts(&vj, &doc, hashes)?;
+    let field = |name: &str| doc.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    Ok((field("version"), field("build_id")))
+}
+
+/// Fills the output directory; returns what `netboot.json` says.
+pub fn netboot(req: &Request) -> anyhow::Result<NetbootManifest> {
+    // Everything given is checked before the output is touched.
+    let base = base_url("--base-url", &req.base_url)?;
+    let config = req
+        .config_url
+        .as_deref()
+        .map(|u| file_url("--config-url", u))
+        .transpose()?;
+    let sources = PAYLOAD_FILES.map(|f| req.boot.join(f));
+    for p in &sources {
+        if !p.is_file() {
+            bail!(
+                "{} is missing: build the image first (`make image`, which writes {}/{{{}}})",
+                p.display(),
+                req.boot.display(),
+                PAYLOAD_FILES.join(",")
+            );
+        }
+    }
+    let mut files = sources
+        .iter()
+        .zip(PAYLOAD_FILES)
+        .map(|(src, name)| artifact(name, src))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let hashes: Vec<String> = files.iter().map(|a| a.sha256.clone()).collect();
+    let (version, build_id) = version_of(&req.boot, &hashes)?;
+    std::fs::create_dir_all(&req.out)
+        .with_context(|| format!("cannot create {}", req.out.display()))?;
+    for (src, name) in sources.iter().zip(PAYLOAD_FILES) {
+        let placed = link_or_copy(src, &req.out.join(name))?;
+        tracing::info!(file = name, ?placed, "payload placed");
+    }
+    let root_url = format!("{base}/{ROOT_FILE}");
+    let line = cmdline(&root_url, &hashes[2], config.as_deref());
+    let script = req.out.join(SCRIPT);
+    std::fs::write(&script, ipxe_script(&line))
+        .with_context(|| format!("cannot write {}", script.display()))?;
+    files.push(artifact(SCRIPT, &script)?);
+    let manifest = NetbootManifest {
+        version,
+        build_id,
+        base_url: base,
+        root_url,
+        config_url: config,
+        script: SCRIPT.to_string(),
+        cmdline: line,
+        files,
+    };
+    let path = req.out.join(MANIFEST);
+    let mut json = serde_json::to_vec_pretty(&manifest)?;
+    json.push(b'\n');
+    std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(manifest)
+}
+
+fn artifact(name: &str, path: &Path) -> anyhow::Result<Artifact> {
+    let bytes = std::fs::metadata(path)
+        .with_context(|| format!("cannot stat {}", path.display()))?
+        .len();
+    Ok(Artifact {
+        name: name.to_string(),
+        bytes,
+        sha256: digest::file_sha256(path)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const HEX: &str = "5d41402abc4b2a76b9719d911017c5925d41402abc4b2a76b9719d911017c592";
+
+    #[test]
+    fn the_script_boots_the_kernel_next_to_it_with_the_root_url_and_hash() {
+        let line = cmdline("http://10.0.2.100:8080/rootfs.squashfs", HEX, None);
+        assert_eq!(
+            ipxe_script(&line),
+            format!(
+                "#!ipxe\n\
+                 kernel vmlinuz console=ttyS0,115200 panic=10 \
+                 keelson.root=http://10.0.2.100:8080/rootfs.squashfs keelson.root_sha256={HEX}\n\
+                 initrd initramfs.img\n\
+                 boot\n"
+            )
+        );
+        let with_config = cmdline(
+            "http://10.0.0.1/rootfs.squashfs",
+            HEX,
+            Some("http://10.0.0.1/node.yaml"),
+        );
+        assert!(
+            with_config.ends_with(&format!(
+                "keelson.root_sha256={HEX} keelson.config=http://h/node.yaml"
+            )),
+            "{with_config}"
+        );
+    }
+
+    #[test]
+    fn the_command_line_has_the_console_and_panic_of_a_disk_boot() {
+        let disk: Vec<String> = esp::cmdline("A")
+            .split(' ')
+            .filter(|w| !w.starts_with("keelson."))
+            .map(str::to_owned)
+            .collect();
+        let net = cmdline("http://10.0.0.1/rootfs.squashfs", HEX, None);
+        let net: Vec<&str> = net
+            .split(' ')
+            .filter(|w| !w.starts_with("keelson."))
+            .collect();
+        assert_eq!(disk, net);
+    }
+
+    #[test]
+    fn urls_must_be_plain_http_in_one_word_and_lose_their_trailing_slash() {
+        for (given, want) in [
+            ("http://10.0.2.100:8080", "http://10.0.2.100:8080"),
+            ("http://10.0.2.100:8080/", "http://10.0.2.100:8080"),
+            ("http://10.0.0.1/keelson//", "http://10.0.0.1/keelson"),
+            ("http://[fd00::1]:80/k", "http://[fd00::1]:80/k"),
+        ] {
+            assert_eq!(base_url("--base-url", given).unwrap(), want, "{given}");
+        }
+        for (given, why) in [
+            ("https://h/k", "must start with http://"),
+            ("ftp://h/k", "must start with http://"),
+            ("10.0.2.100:8080", "must start with http://"),
+            ("", "must start with http://"),
+            ("http://10.0.0.1/a b", "whitespace"),
+            ("http://10.0.0.1/a\tb", "whitespace"),
+            ("http://10.0.0.1/k\n", "whitespace"),
+            ("http://", "no host"),
+            ("http:///k", "no host"),
+            ("http://:80/k", "no host"),
+            ("http://10.0.0.1:0/k", "port"),
+            ("http://10.0.0.1:99999/k", "port"),
+            ("http://10.0.0.1:x/k", "port"),
+            ("http://u@h/k", "user information"),
+            ("http://10.0.0.1/${net0/ip}", "iPXE"),
+            ("http://10.0.0.1/k?x=1", "query"),
+            ("http://boot.example/k", "IP address"),
+        ] {
+            let err = base_url("--base-url", given).unwrap_err().to_string();
+            assert!(err.starts_with("--base-url "), "{given}: {err}");
+            assert!(err.contains(why), "{given}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_config_url_must_name_a_file() {
+        assert_eq!(
+            file_url("--config-url", "http://10.0.2.100:8080/node.yaml").unwrap(),
+            "http://10.0.2.100:8080/node.yaml"
+        );
+        assert_eq!(
+            file_url("--config-url", "http://10.0.0.1/c?node=1").unwrap(),
+            "http://10.0.0.1/c?node=1"
+        );
+        for bad in [
+            "http://10.0.0.1",
+            "http://10.0.0.1/",
+            "http://10.0.0.1:8080//",
+            "http://10.0.0.1?x",
+        ] {
+            let err = file_url("--config-url", bad).unwrap_err().to_string();
+            assert!(err.starts_with("--config-url "), "{bad}: {err}");
+            assert!(err.contains("no path"), "{bad}: {err}");
+        }
+        let err = file_url("--config-url", "https://h/node.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http://"), "{err}");
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        /// `out/boot/` with three small payloads.
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let boot = dir.path().join("out/boot");
+            std::fs::create_dir_all(&boot).unwrap();
+            for name in PAYLOAD_FILES {
+                std::fs::write(boot.join(name), format!("{name} bytes")).unwrap();
+            }
+            Fixture { dir }
+        }
+
+        fn path(&self, p: &str) -> PathBuf {
+            self.dir.path().join(p)
+        }
+
+        fn request(&self, config_url: Option<&str>) -> Request {
+            Request {
+                boot: self.path("out/boot"),
+                base_url: "http://10.0.2.100:8080/".into(),
+                config_url: config_url.map(str::to_owned),
+                out: self.path("out/netboot"),
+            }
+        }
+    }
+
+    #[test]
+    fn netboot_links_the_payloads_and_writes_the_script_and_manifest() {
+        let f = Fixture::new();
+        let m = netboot(&f.request(Some("http://10.0.2.100:8080/node.yaml"))).unwrap();
+        let root_hash = digest::bytes_sha256(b"rootfs.squashfs bytes");
+        let script = std::fs::read_to_string(f.path("out/netboot/keelson.ipxe")).unwrap();
+        assert_eq!(
+            script,
+            format!(
+                "#!ipxe\nkernel vmlinuz console=ttyS0,115200 panic=10 \
+                 keelson.root=http://10.0.2.100:8080/rootfs.squashfs \
+                 keelson.root_sha256={root_hash} keelson.config=http://10.0.2.100:8080/node.yaml\n\
+                 initrd initramfs.img\nboot\n"
+            )
+        );
+        for name in PAYLOAD_FILES {
+            let a = std::fs::metadata(f.path("out/boot").join(name)).unwrap();
+            let b = std::fs::metadata(f.path("out/netboot").join(name)).unwrap();
+            assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "{name} is linked");
+        }
+        assert_eq!(m.version, None);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f.path("out/netboot/netboot.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["base_url"], "http://10.0.2.100:8080");
+        let names: Vec<&str> = json["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "vmlinuz",
+                "initramfs.img",
+                "rootfs.squashfs",
+                "keelson.ipxe"
+            ]
+        );
+        assert_eq!(json["files"][2]["sha256"], root_hash.as_str());
+        assert_eq!(json["files"][2]["bytes"], 21);
+        // Again: the links are already there.
+        assert_eq!(
+            link_or_copy(&f.path("out/boot/vmlinuz"), &f.path("out/netboot/vmlinuz")).unwrap(),
+            Placed::AlreadyThere
+        );
+        netboot(&f.request(None)).unwrap();
+        let script = std::fs::read_to_string(f.path("out/netboot/keelson.ipxe")).unwrap();
+        assert!(!script.contains("keelson.config"), "{script}");
+    }
+
+    #[test]
+    fn the_version_comes_from_a_version_json_that_describes_the_payloads() {
+        let f = Fixture::new();
+        let root_hash = digest::bytes_sha256(b"rootfs.squashfs bytes");
+        let doc = |sqfs: &str| {
+            serde_json::json!({
+                "version": "1.2.3",
+                "build_id": "abc",
+                "artifacts": [{"name": "system.squashfs", "bytes": 21, "sha256": sqfs}],
+            })
+            .to_string()
+        };
+        std::fs::write(f.path("out/version.json"), doc(&root_hash)).unwrap();
+        let m = netboot(&f.request(None)).unwrap();
+        assert_eq!(m.version.as_deref(), Some("1.2.3"));
+        assert_eq!(m.build_id.as_deref(), Some("abc"));
+        std::fs::write(f.path("out/version.json"), doc(&"0".repeat(64))).unwrap();
+        let mut req = f.request(None);
+        req.out = f.path("elsewhere");
+        let err = netboot(&req).unwrap_err().to_string();
+        assert!(err.contains("stale"), "{err}");
+        assert!(!f.path("elsewhere").exists());
+    }
+
+    #[test]
+    fn bad_input_is_refused_before_the_output_is_made() {
+        let f = Fixture::new();
+        let mut req = f.request(None);
+        req.base_url = "https://10.0.2.100".into();
+        let err = format!("{:#}", netboot(&req).unwrap_err());
+        assert!(err.contains("--base-url"), "{err}");
+        let mut req = f.request(Some("http://10.0.0.1"));
+        req.out = f.path("elsewhere");
+        let err = format!("{:#}", netboot(&req).unwrap_err());
+        assert!(err.contains("--config-url"), "{err}");
+        std::fs::remove_file(f.path("out/boot/rootfs.squashfs")).unwrap();
+        let err = format!("{:#}", netboot(&f.request(None)).unwrap_err());
+        assert!(err.contains("rootfs.squashfs is missing"), "{err}");
+        assert!(!f.path("out/netboot").exists());
+        assert!(!f.path("elsewhere").exists());
+    }
+}

@@ -1,0 +1,197 @@
+//! Network boot, end to end, on a machine with no disk: SeaBIOS' iPXE
+//! (Debian's ipxe-qemu) gets the iPXE script from QEMU's built-in TFTP
+//! server and loads the kernel and initramfs `make netboot` wrote; stage 1
+//! gets an address by DHCP and fetches the root squashfs over HTTP from a
+//! server on the host (reached through a guestfwd, `restrict=on`).
+//!
+//! The server first serves a root with one byte flipped: stage 1 must
+//! refuse it, saying which hash it wanted and which it got, and retry. Then
+//! the real root is put in place: the next attempt boots it. With no disk,
+//! STATE and VAR live in RAM and the node says so (console, `nodectl
+//! health`). It takes its config through the maintenance API, joins the
+//! real control plane, becomes Ready, and powers off on the power button.
+//!
+//! Ignored by default; `make test` runs it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use keelson_tests::http_server::HttpServer;
+use keelson_tests::nodectl::{json, Nodectl, Operator};
+use keelson_tests::qemu::{GuestFwd, Tftp};
+use keelson_tests::scenario::{markers, Cluster};
+use regex::Regex;
+use sha2::{Digest as _, Sha256};
+
+const NODE: &str = "keelson-netboot-0";
+/// Where the iPXE script (`make netboot`) expects the root's server.
+const ROOT_SERVER: (std::net::Ipv4Addr, u16) = (std::net::Ipv4Addr::new(10, 0, 2, 100), 8080);
+const ROOT: &str = "rootfs.squashfs";
+
+fn sha256_hex(path: &Path) -> String {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    hex::encode(h.finalize())
+}
+
+#[test]
+#[ignore = "boots the image in QEMU (minutes); run by make test"]
+fn a_diskless_node_boots_a_root_from_http_only_when_its_hash_matches() {
+    let relay = Path::new(env!("CARGO_BIN_EXE_keelson-relay"));
+    let netboot = keelson_tests::artifacts::netboot_dir().unwrap_or_else(|e| panic!("{e}"));
+    let script = std::fs::read_to_string(netboot.join("keelson.ipxe")).unwrap();
+    let good_root = netboot.join(ROOT);
+    let good_sha = sha256_hex(&good_root);
+    assert!(
+        script.contains(&format!("keelson.root_sha256={good_sha}")),
+        "the iPXE script names the root's hash:\n{script}"
+    );
+
+    // The HTTP server's directory: first a root with one byte flipped.
+    let host = tempfile::tempdir().unwrap();
+    let www = host.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let mut bytes = std::fs::read(&good_root).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(www.join(ROOT), &bytes).unwrap();
+    let bad_sha = sha256_hex(&www.join(ROOT));
+    drop(bytes);
+    let http = HttpServer::start(&www).unwrap_or_else(|e| panic!("{e}"));
+
+    let op = Operator::new(&host.path().join("secrets")).unwrap_or_else(|e| panic!("{e}"));
+    let certificates = op.node_certificates(NODE).unwrap_or_else(|e| panic!("{e}"));
+    let tftp = Tftp {
+        dir: netboot.clone(),
+        bootfile: "keelson.ipxe".into(),
+    };
+    let forwards = vec![GuestFwd {
+        guest_ip: ROOT_SERVER.0,
+        guest_port: ROOT_SERVER.1,
+        command: format!("{} {}", relay.display(), http.port()),
+    }];
+    let mut cluster = Cluster::start_netboot(NODE, relay, tftp, forwards, |cfg| {
+        cfg.machine.certificates = Some(certificates.clone());
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("work directory: {}", cluster.work_dir().display());
+    let endpoint = format!("127.0.0.1:{}", cluster.machine_api_port);
+    let nodectl = Nodectl {
+        bin: op.bin.clone(),
+        endpoint: endpoint.clone(),
+    };
+    let admin = op
+        .contexts(host.path(), "admin", "admin", &endpoint)
+        .unwrap();
+
+    // 1. The flipped root is refused, with both hashes, and retried.
+    let refused = cluster
+        .vm
+        .wait_for_line(
+            r"keelson: netboot root failed attempt=1 .*SHA-256 mismatch",
+            Duration::from_secs(300),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("[{:>6.1}s] {}", refused.at.as_secs_f64(), refused.text);
+    assert!(
+        refused.text.contains(&good_sha) && refused.text.contains(&bad_sha),
+        "the refusal names the wanted and the served hash: {}",
+        refused.text
+    );
+    assert!(refused.text.contains("retry_in_s="), "{}", refused.text);
+
+    // 2. The real root in place (atomically): a later attempt boots it.
+    let staged = www.join(".rootfs.tmp");
+    std::fs::copy(&good_root, &staged).unwrap();
+    std::fs::rename(&staged, www.join(ROOT)).unwrap();
+    let ok = cluster
+        .vm
+        .wait_for_line(
+            r"keelson: netboot root ok .* attempt=(\d+)",
+            Duration::from_secs(300),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("[{:>6.1}s] {}", ok.at.as_secs_f64(), ok.text);
+    assert!(ok.text.contains(&good_sha), "{}", ok.text);
+    let gets: Vec<_> = http
+        .served()
+        .into_iter()
+        .filter(|s| s.path == format!("/{ROOT}"))
+        .collect();
+    assert!(gets.len() >= 2, "one refused and one good fetch: {gets:?}");
+
+    // 3. No disk: STATE and VAR in RAM; maintenance mode.
+    let ram = cluster
+        .vm
+        .wait_for_line(
+            r"keelson: storage in RAM: STATE VAR",
+            Duration::from_secs(180),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("[{:>6.1}s] {}", ram.at.as_secs_f64(), ram.text);
+    let line = cluster
+        .vm
+        .wait_for_line(markers::MAINTENANCE, Duration::from_secs(180))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fingerprint = Regex::new(markers::MAINTENANCE)
+        .unwrap()
+        .captures(&line.text)
+        .unwrap()[1]
+        .to_string();
+
+    // 4. The config through the maintenance API; the node joins.
+    let config = host.path().join("node.yaml");
+    std::fs::write(
+        &config,
+        keelson_tests::node_config::to_yaml(&cluster.config).unwrap(),
+    )
+    .unwrap();
+    let config_s = config.display().to_string();
+    let pinned = ["--insecure", "--fingerprint", fingerprint.as_str()];
+    let version = [&pinned[..], &["version", "-o", "json"]].concat();
+    nodectl.eventually(&admin, &version, Duration::from_secs(60));
+    let apply = [&pinned[..], &["apply-config", "-f", &config_s]].concat();
+    let r = nodectl.run(None, &apply);
+    assert_eq!(r.code, 0, "first apply-config: {r:?}");
+    let ready = cluster
+        .vm
+        .wait_for_line(markers::NODE_READY, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("[{:>6.1}s] {}", ready.at.as_secs_f64(), ready.text);
+    cluster
+        .cp
+        .wait_node_ready(NODE, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // 5. Health says where the root came from and what is in RAM.
+    let health = json(&nodectl.ok(&admin, &["health", "--wait", "-o", "json"]));
+    let root = health["root"].as_str().unwrap_or_default();
+    assert!(
+        root.contains(&format!("http://10.0.2.100:8080/{ROOT}")) && root.contains(&good_sha),
+        "{health}"
+    );
+    assert_eq!(
+        health["inRam"],
+        serde_json::json!(["STATE", "VAR"]),
+        "{health}"
+    );
+    let problems = health["bootProblems"].to_string();
+    assert!(
+        !problems.contains("not found"),
+        "a diskless network boot is not a problem: {problems}"
+    );
+
+    // 6. The power button ends it cleanly.
+    let (clean, took) = cluster
+        .power_off(Duration::from_secs(180))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        clean,
+        "powered off by itself; console:\n{}",
+        cluster.vm.console_tail(40)
+    );
+    eprintln!("powered off in {:.1} s", took.as_secs_f64());
+}
