@@ -23,6 +23,9 @@ CONFIG ?=
 # Where `make netboot`'s directory is served over HTTP (stage 1 fetches the
 # root from there; the default is a guestfwd address inside QEMU's network).
 NETBOOT_URL ?= http://10.0.2.100:8080
+# Optional: where a node in maintenance mode fetches its first config
+# (keelson.config=; plain HTTP, no hash: an isolated network only).
+NETBOOT_CONFIG_URL ?=
 
 .PHONY: help deps host-tools node-binaries kube image image-v2 bundle netboot demo test unit scenarios bench fuzz lint clean
 
@@ -84,7 +87,7 @@ bundle: image
 # over TFTP or HTTP for iPXE, and over HTTP at NETBOOT_URL for stage 1.
 netboot: image
 	$(HOST_BIN)/image-build netboot --boot $(OUT)/boot --base-url $(NETBOOT_URL) \
-	  --out $(OUT)/netboot
+	  $(if $(NETBOOT_CONFIG_URL),--config-url $(NETBOOT_CONFIG_URL),) --out $(OUT)/netboot
 
 unit:
 	$(CARGO) test --workspace --locked
@@ -98,7 +101,7 @@ image-v2: image
 
 # The QEMU and control-plane scenarios, two at a time on two cores (each
 # guest has one vCPU): see scripts/scenarios.sh.
-scenarios: image image-v2
+scenarios: image image-v2 netboot
 	CARGO="$(CARGO)" scripts/scenarios.sh
 
 test: deps kube unit scenarios

@@ -21,8 +21,9 @@ CARGO=${CARGO:-cargo}
 
 # The lanes when all run, balanced by their times measured side by side on
 # two cores (session 5): boot 829 s + api 202 s | upgrade 965 s + drain
-# 41 s + control_plane 29 s (the two without a VM last, beside nothing).
-lane_a=(boot api)
+# 41 s + control_plane 29 s (the two without a VM last, beside nothing);
+# netboot (session 6: 109 s alone) joins the shorter lane.
+lane_a=(boot api netboot)
 lane_b=(upgrade drain control_plane)
 if [ "$#" -gt 0 ]; then
     wanted=("$@")

@@ -8,8 +8,12 @@
 //! refuse it, saying which hash it wanted and which it got, and retry. Then
 //! the real root is put in place: the next attempt boots it. With no disk,
 //! STATE and VAR live in RAM and the node says so (console, `nodectl
-//! health`). It takes its config through the maintenance API, joins the
-//! real control plane, becomes Ready, and powers off on the power button.
+//! health`). Its config comes from the same server (`keelson.config=`,
+//! added to the script `make netboot` wrote): absent at first (the node
+//! says so and retries), then served; the node applies it by itself (the
+//! kernel arguments in it are reported, not rebooted for: a reboot would
+//! lose a config kept in RAM), joins the real control plane, becomes
+//! Ready, and powers off on the power button.
 //!
 //! Ignored by default; `make test` runs it.
 
@@ -22,7 +26,6 @@ use keelson_tests::http_server::HttpServer;
 use keelson_tests::nodectl::{json, Nodectl, Operator};
 use keelson_tests::qemu::{GuestFwd, Tftp};
 use keelson_tests::scenario::{markers, Cluster};
-use regex::Regex;
 use sha2::{Digest as _, Sha256};
 
 const NODE: &str = "keelson-netboot-0";
@@ -64,8 +67,24 @@ fn a_diskless_node_boots_a_root_from_http_only_when_its_hash_matches() {
 
     let op = Operator::new(&host.path().join("secrets")).unwrap_or_else(|e| panic!("{e}"));
     let certificates = op.node_certificates(NODE).unwrap_or_else(|e| panic!("{e}"));
+    // The boot files as `make netboot` wrote them, the script with the
+    // config's URL added to the kernel line.
+    let tftp_dir = host.path().join("tftp");
+    std::fs::create_dir_all(&tftp_dir).unwrap();
+    for f in ["vmlinuz", "initramfs.img"] {
+        std::os::unix::fs::symlink(netboot.join(f), tftp_dir.join(f)).unwrap();
+    }
+    let config_url = format!("http://{}:{}/node.yaml", ROOT_SERVER.0, ROOT_SERVER.1);
+    let with_config: String = script
+        .lines()
+        .map(|l| match l.starts_with("kernel ") {
+            true => format!("{l} keelson.config={config_url}\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(tftp_dir.join("keelson.ipxe"), with_config).unwrap();
     let tftp = Tftp {
-        dir: netboot.clone(),
+        dir: tftp_dir,
         bootfile: "keelson.ipxe".into(),
     };
     let forwards = vec![GuestFwd {
@@ -123,7 +142,8 @@ fn a_diskless_node_boots_a_root_from_http_only_when_its_hash_matches() {
         .collect();
     assert!(gets.len() >= 2, "one refused and one good fetch: {gets:?}");
 
-    // 3. No disk: STATE and VAR in RAM; maintenance mode.
+    // 3. No disk: STATE and VAR in RAM; maintenance mode, and no config
+    // on the server yet.
     let ram = cluster
         .vm
         .wait_for_line(
@@ -132,30 +152,31 @@ fn a_diskless_node_boots_a_root_from_http_only_when_its_hash_matches() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("[{:>6.1}s] {}", ram.at.as_secs_f64(), ram.text);
-    let line = cluster
+    cluster
         .vm
         .wait_for_line(markers::MAINTENANCE, Duration::from_secs(180))
         .unwrap_or_else(|e| panic!("{e}"));
-    let fingerprint = Regex::new(markers::MAINTENANCE)
-        .unwrap()
-        .captures(&line.text)
-        .unwrap()[1]
-        .to_string();
+    let missing = cluster
+        .vm
+        .wait_for_line(
+            r"keelson: config from keelson.config failed attempt=\d+ .*404",
+            Duration::from_secs(120),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("[{:>6.1}s] {}", missing.at.as_secs_f64(), missing.text);
 
-    // 4. The config through the maintenance API; the node joins.
-    let config = host.path().join("node.yaml");
-    std::fs::write(
-        &config,
-        keelson_tests::node_config::to_yaml(&cluster.config).unwrap(),
-    )
-    .unwrap();
-    let config_s = config.display().to_string();
-    let pinned = ["--insecure", "--fingerprint", fingerprint.as_str()];
-    let version = [&pinned[..], &["version", "-o", "json"]].concat();
-    nodectl.eventually(&admin, &version, Duration::from_secs(60));
-    let apply = [&pinned[..], &["apply-config", "-f", &config_s]].concat();
-    let r = nodectl.run(None, &apply);
-    assert_eq!(r.code, 0, "first apply-config: {r:?}");
+    // 4. The config served: the node applies it by itself and joins.
+    let yaml = keelson_tests::node_config::to_yaml(&cluster.config).unwrap();
+    std::fs::write(www.join(".node.yaml"), &yaml).unwrap();
+    std::fs::rename(www.join(".node.yaml"), www.join("node.yaml")).unwrap();
+    let applied = cluster
+        .vm
+        .wait_for_line(
+            r"keelson: config from keelson.config applied .*generation=1",
+            Duration::from_secs(180),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("[{:>6.1}s] {}", applied.at.as_secs_f64(), applied.text);
     let ready = cluster
         .vm
         .wait_for_line(markers::NODE_READY, Duration::from_secs(300))
@@ -182,6 +203,28 @@ fn a_diskless_node_boots_a_root_from_http_only_when_its_hash_matches() {
     assert!(
         !problems.contains("not found"),
         "a diskless network boot is not a problem: {problems}"
+    );
+    // The config is generation 1, from its URL, applied by keelson.config;
+    // the node did not reboot for its kernel arguments.
+    let history = nodectl.ok(&admin, &["config", "history", "-o", "json"]);
+    assert!(
+        history.contains(&config_url) && history.contains("keelson.config"),
+        "{history}"
+    );
+    assert!(
+        !cluster
+            .vm
+            .console()
+            .lines()
+            .iter()
+            .any(|l| l.text.contains("shutdown begins")),
+        "no reboot to apply the config"
+    );
+    // No A/B slots to upgrade: refused, saying why.
+    let r = nodectl.run(Some(&admin), &["upgrade", "status"]);
+    assert!(
+        r.code != 0 && r.stderr.contains("booted from the network"),
+        "upgrade on a network-booted node: {r:?}"
     );
 
     // 6. The power button ends it cleanly.

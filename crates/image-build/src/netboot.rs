@@ -338,7 +338,7 @@ mod tests {
         );
         assert!(
             with_config.ends_with(&format!(
-                "keelson.root_sha256={HEX} keelson.config=http://h/node.yaml"
+                "keelson.root_sha256={HEX} keelson.config=http://10.0.0.1/node.yaml"
             )),
             "{with_config}"
         );

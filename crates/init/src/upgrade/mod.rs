@@ -56,7 +56,14 @@ pub enum UpgradeError {
 
 /// The booted slot (`keelson.slot`).
 fn booted(node: &NodeCtl) -> Result<Slot, UpgradeError> {
-    let s = node.state().slot.clone();
+    let st = node.state();
+    if let Some(r) = &st.net_root {
+        return Err(UpgradeError::Precondition(format!(
+            "this node booted from the network ({}): it has no A/B slots; serve the new image's netboot directory and restart it",
+            r.url
+        )));
+    }
+    let s = st.slot.clone();
     Slot::parse(&s)
         .ok_or_else(|| UpgradeError::Precondition(format!("the booted slot {s:?} is not A or B")))
 }
