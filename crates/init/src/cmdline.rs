@@ -294,4 +294,40 @@ mod tests {
             bad.warnings
         );
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any command line parses (the kernel hands over arbitrary
+            /// bytes); a network root is only ever taken with a valid hash.
+            #[test]
+            fn any_line_parses_and_a_taken_root_is_well_formed(line in "\\PC{0,200}") {
+                let c = parse(&line);
+                if let Some(r) = &c.net_root {
+                    prop_assert!(r.url.starts_with("http://"));
+                    prop_assert_eq!(r.sha256.len(), 64);
+                    prop_assert!(c.net_root_error.is_none());
+                }
+            }
+
+            /// Every well-formed root is taken exactly as given, whatever
+            /// surrounds it.
+            #[test]
+            fn well_formed_roots_are_taken(
+                ip in any::<[u8; 4]>(),
+                port in 1u16..,
+                path in "[a-z0-9._-]{1,20}(/[a-z0-9._-]{1,20}){0,3}",
+                sha in "[0-9a-f]{64}",
+                before in "( [a-z]{1,8}=[a-z0-9]{0,8}){0,3}",
+            ) {
+                let url = format!("http://{}.{}.{}.{}:{port}/{path}", ip[0], ip[1], ip[2], ip[3]);
+                let line = format!("{before} keelson.root={url} keelson.root_sha256={sha}");
+                let c = parse(&line);
+                prop_assert!(c.network_boot());
+                prop_assert_eq!(c.net_root, Some(NetRoot { url, sha256: sha }));
+            }
+        }
+    }
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::mount::MsFlags;
@@ -91,52 +91,14 @@ pub fn run() -> Stage1Error {
     };
 
     let slot = cmd.slot;
-    let (root, found) = if cmd.network_boot() {
-        let Some(net_root) = &cmd.net_root else {
-            let why = cmd.net_root_error.clone().unwrap_or_default();
-            return Stage1Error::NetRoot(why);
-        };
-        let fetched = timed(&mut state, "network-root", |_| {
-            netroot::bring_up(net_root, &progress)
-        });
-        let (device, record) = match fetched {
-            Ok(r) => r,
-            Err(e) => return Stage1Error::NetRoot(e),
-        };
-        state.slot = "network".to_string();
-        state.net_root = Some(record);
-        let found = timed(&mut state, "find-partitions", |_| {
-            partitions::wait_for(
-                Path::new("/sys/class/block"),
-                Path::new("/dev"),
-                &[],
-                &["STATE", "VAR"],
-                NETBOOT_DISK_WAIT,
-            )
-        });
-        (device, found)
+    let found = if cmd.network_boot() {
+        network_root(&mut state, &cmd, &progress)
     } else {
-        let found = timed(&mut state, "find-partitions", |_| {
-            partitions::wait_for(
-                Path::new("/sys/class/block"),
-                Path::new("/dev"),
-                &[slot.partition()],
-                &["STATE", "VAR"],
-                PARTITION_TIMEOUT,
-            )
-        });
-        let Some(root) = found.get(slot.partition()).cloned() else {
-            log_partitions();
-            return Stage1Error::NoRoot(slot.partition().to_string(), PARTITION_TIMEOUT);
-        };
-        for name in ["STATE", "VAR"] {
-            if !found.contains_key(name) {
-                state.error(format!(
-                    "partition {name} not found: stage 2 keeps it in RAM"
-                ));
-            }
-        }
-        (root.dev, found)
+        disk_root(&mut state, slot)
+    };
+    let (root, found) = match found {
+        Ok(r) => r,
+        Err(e) => return e,
     };
     for name in ["STATE", "VAR"] {
         if let Some(p) = found.get(name) {
@@ -165,6 +127,69 @@ pub fn run() -> Stage1Error {
     }
     progress();
     exec_stage2(state.watchdog.as_ref())
+}
+
+/// The data partitions found, by GPT name.
+type Found = BTreeMap<String, Partition>;
+
+/// A network boot: the root fetched and checked (see [`netroot`]), on a
+/// loop device; STATE and VAR if a disk has them (else stage 2 keeps them
+/// in RAM, as a diskless machine should).
+fn network_root(
+    state: &mut BootState,
+    cmd: &cmdline::Cmdline,
+    progress: &(dyn Fn() + Sync),
+) -> Result<(PathBuf, Found), Stage1Error> {
+    let Some(net_root) = &cmd.net_root else {
+        return Err(Stage1Error::NetRoot(
+            cmd.net_root_error.clone().unwrap_or_default(),
+        ));
+    };
+    let (device, record) = timed(state, "network-root", |_| {
+        netroot::bring_up(net_root, progress)
+    })
+    .map_err(Stage1Error::NetRoot)?;
+    state.slot = "network".to_string();
+    state.net_root = Some(record);
+    let found = timed(state, "find-partitions", |_| {
+        partitions::wait_for(
+            Path::new("/sys/class/block"),
+            Path::new("/dev"),
+            &[],
+            &["STATE", "VAR"],
+            NETBOOT_DISK_WAIT,
+        )
+    });
+    Ok((device, found))
+}
+
+/// A disk boot: the slot's partition, STATE and VAR (a missing one is a
+/// boot problem; stage 2 keeps it in RAM).
+fn disk_root(state: &mut BootState, slot: cmdline::Slot) -> Result<(PathBuf, Found), Stage1Error> {
+    let found = timed(state, "find-partitions", |_| {
+        partitions::wait_for(
+            Path::new("/sys/class/block"),
+            Path::new("/dev"),
+            &[slot.partition()],
+            &["STATE", "VAR"],
+            PARTITION_TIMEOUT,
+        )
+    });
+    let Some(root) = found.get(slot.partition()).cloned() else {
+        log_partitions();
+        return Err(Stage1Error::NoRoot(
+            slot.partition().to_string(),
+            PARTITION_TIMEOUT,
+        ));
+    };
+    for name in ["STATE", "VAR"] {
+        if !found.contains_key(name) {
+            state.error(format!(
+                "partition {name} not found: stage 2 keeps it in RAM"
+            ));
+        }
+    }
+    Ok((root.dev, found))
 }
 
 /// Arms the hardware watchdog as the kernel command line says

@@ -131,17 +131,7 @@ async fn one_attempt(
     if names.is_empty() {
         return Err(AttemptError::NoInterface);
     }
-    let net = machine_config::schema::Network {
-        interfaces: names
-            .iter()
-            .map(|n| machine_config::schema::Interface {
-                name: Some(n.clone()),
-                dhcp: true,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    };
+    let net = network::dhcp_on(&names);
     let timing = network::Timing {
         dhcp_boot: DHCP_WAIT,
         ..Default::default()

@@ -278,6 +278,22 @@ pub fn ethernet_interfaces(sys_class_net: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// A network config that runs DHCP on each of `names` and nothing else
+/// (maintenance mode, a network boot's stage 1).
+pub fn dhcp_on(names: &[String]) -> Network {
+    Network {
+        interfaces: names
+            .iter()
+            .map(|n| Interface {
+                name: Some(n.clone()),
+                dhcp: true,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// Gives back what [`apply`] set up for `state`'s DHCP interfaces: the
 /// leased addresses are removed and the links set down (which drops their
 /// routes), within 5 s. For stage 1, which fetched the network root and

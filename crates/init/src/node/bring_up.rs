@@ -113,17 +113,7 @@ pub async fn maintenance_network(node: &NodeCtl) {
             .error("maintenance mode: no Ethernet interface to reach the API on");
         return;
     }
-    let net = machine_config::schema::Network {
-        interfaces: names
-            .iter()
-            .map(|n| machine_config::schema::Interface {
-                name: Some(n.clone()),
-                dhcp: true,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    };
+    let net = network::dhcp_on(&names);
     let t = Instant::now();
     let (facts, _) = configure_network(node, &net, "").await;
     node.state().phase("maintenance-network", t.elapsed());
