@@ -295,6 +295,8 @@ impl NodeCtl {
             self.with_store(|s| s.commit(&req.bytes, meta))?
         };
         out.generation = rec.generation;
+        // The first config ends maintenance mode: say "applied" for it.
+        let first = old.is_none();
         let problems = match old {
             Some(old) => super::reconfigure::live(self, &old, &new, &plan).await,
             None => {
@@ -312,7 +314,7 @@ impl NodeCtl {
                     req.try_timeout.as_secs()
                 )
             }
-            _ if self.state().maintenance => "applied".into(),
+            _ if first => "applied".into(),
             _ => "applied live".into(),
         };
         self.events.emit(

@@ -422,9 +422,16 @@ pub async fn after_boot(node: NodeCtl, cfg: Option<Arc<MachineConfig>>) {
         return;
     }
     recover_interrupted_writes(&node).await;
-    let Ok(booted) = booted(&node) else {
-        tracing::warn!("upgrade: booted slot unknown, no boot decision");
-        return;
+    let booted = match booted(&node) {
+        Ok(b) => b,
+        Err(e) if node.state().net_root.is_some() => {
+            tracing::info!(reason = %e, "upgrade: no boot decision");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(reason = %e, "upgrade: booted slot unknown, no boot decision");
+            return;
+        }
     };
     let decided =
         tokio::task::spawn_blocking(move || -> Result<(state::Record, BootDecision), String> {
