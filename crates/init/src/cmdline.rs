@@ -107,6 +107,10 @@ pub fn check_http_url(param: &str, url: &str) -> Result<(), String> {
     if url.bytes().any(|b| b.is_ascii_control()) {
         return bad("control characters");
     }
+    // What the fetch itself needs (an IP host: init has no resolver).
+    if let Err(e) = crate::netroot::fetch::target(url) {
+        return Err(format!("kernel command line: {param}: {e}"));
+    }
     Ok(())
 }
 
@@ -117,12 +121,6 @@ fn net_root(text: &str) -> (Option<NetRoot>, Option<String>) {
     };
     if let Err(e) = check_http_url("keelson.root", url) {
         return (None, Some(e));
-    }
-    if let Err(e) = crate::netroot::fetch::target(url) {
-        return (
-            None,
-            Some(format!("kernel command line: keelson.root: {e}")),
-        );
     }
     let sha = last_value(text, "keelson.root_sha256").unwrap_or_default();
     if sha.is_empty() {
@@ -154,7 +152,6 @@ fn net_root(text: &str) -> (Option<NetRoot>, Option<String>) {
 pub fn parse(text: &str) -> Cmdline {
     let mut warnings = Vec::new();
     let (net_root, net_root_error) = net_root(text);
-    let network_boot = net_root.is_some() || net_root_error.is_some();
     let config_url = last_value(text, "keelson.config").and_then(|url| {
         match check_http_url("keelson.config", url) {
             Ok(()) => Some(url.to_string()),
@@ -174,7 +171,7 @@ pub fn parse(text: &str) -> Cmdline {
             Slot::A
         }
         // A network boot has no slot.
-        None if network_boot => Slot::A,
+        None if net_root.is_some() || net_root_error.is_some() => Slot::A,
         None => {
             warnings
                 .push("kernel command line: keelson.slot= is missing; booting slot A".to_string());
@@ -292,6 +289,14 @@ mod tests {
             bad.warnings[0].contains("keelson.config"),
             "{:?}",
             bad.warnings
+        );
+        // A host name would fail every fetch (no resolver): said at once.
+        let named = parse("keelson.slot=A keelson.config=http://boot.example/node.yaml");
+        assert_eq!(named.config_url, None);
+        assert!(
+            named.warnings[0].contains("IP address"),
+            "{:?}",
+            named.warnings
         );
     }
 
