@@ -27,13 +27,14 @@ NETBOOT_URL ?= http://10.0.2.100:8080
 # (keelson.config=; plain HTTP, no hash: an isolated network only).
 NETBOOT_CONFIG_URL ?=
 
-.PHONY: help deps host-tools node-binaries kube image image-v2 bundle netboot demo test unit scenarios bench fuzz lint clean
+.PHONY: help deps host-tools node-binaries kube image image-v2 bundle netboot iso demo test unit scenarios bench fuzz lint clean
 
 help:
 	@echo "make demo   - build the image, boot a node in QEMU, show it healthy, shut it down"
 	@echo "make test   - every test: unit, property and the QEMU scenarios"
 	@echo "make image  - build out/keelson.raw (CONFIG=examples/node.yaml bakes a config in)"
 	@echo "make netboot - out/netboot: payloads + keelson.ipxe for PXE (NETBOOT_URL=$(NETBOOT_URL))"
+	@echo "make iso    - out/keelson-VERSION.iso: boots live (BIOS/UEFI, CD/USB stick), for installing"
 	@echo "make bench  - run the benchmarks, write bench/results.md"
 	@echo "make fuzz   - run the cargo-fuzz targets for a bounded time (needs cargo-fuzz)"
 	@echo "make deps   - install the Debian packages the build and tests need"
@@ -89,6 +90,13 @@ netboot: image
 	$(HOST_BIN)/image-build netboot --boot $(OUT)/boot --base-url $(NETBOOT_URL) \
 	  $(if $(NETBOOT_CONFIG_URL),--config-url $(NETBOOT_CONFIG_URL),) --out $(OUT)/netboot
 
+# A boot ISO of the image, out/keelson-VERSION.iso: BIOS and UEFI, as a CD
+# or written raw to a USB stick; the live system in maintenance mode plus
+# the root and the disk's ESP tree an installer writes (see
+# crates/image-build/README.md).
+iso: image
+	$(HOST_BIN)/image-build iso --boot $(OUT)/boot --out-dir $(OUT)
+
 unit:
 	$(CARGO) test --workspace --locked
 
@@ -101,7 +109,7 @@ image-v2: image
 
 # The QEMU and control-plane scenarios, two at a time on two cores (each
 # guest has one vCPU): see scripts/scenarios.sh.
-scenarios: image image-v2 netboot
+scenarios: image image-v2 netboot iso
 	CARGO="$(CARGO)" scripts/scenarios.sh
 
 test: deps kube unit scenarios

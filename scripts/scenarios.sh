@@ -24,7 +24,7 @@ CARGO=${CARGO:-cargo}
 # 41 s + control_plane 29 s (the two without a VM last, beside nothing);
 # netboot (session 6: 109 s alone) joins the shorter lane.
 lane_a=(boot api netboot)
-lane_b=(upgrade drain control_plane)
+lane_b=(upgrade install drain control_plane)
 if [ "$#" -gt 0 ]; then
     wanted=("$@")
     # Given names: the first alone, the rest in the other lane.

@@ -75,6 +75,21 @@ pub fn netboot_dir() -> Result<PathBuf, MissingArtifact> {
     .map(|p| p.parent().map(Path::to_path_buf).unwrap_or_default())
 }
 
+/// The boot ISO `make iso` wrote: `out/keelson-VERSION.iso`, VERSION from
+/// `out/version.json`.
+pub fn iso_image() -> Result<PathBuf, MissingArtifact> {
+    let version = std::fs::read(out_dir().join("version.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["version"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "VERSION".into());
+    require(
+        "the boot ISO",
+        out_dir().join(format!("keelson-{version}.iso")),
+        "run `make iso` first",
+    )
+}
+
 /// `out/version.json`, the image's version manifest.
 pub fn version_manifest() -> Result<PathBuf, MissingArtifact> {
     require(

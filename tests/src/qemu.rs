@@ -90,6 +90,19 @@ pub struct Tftp {
     pub bootfile: String,
 }
 
+/// A second (third, ...) disk: virtio-blk with a serial number, never
+/// booted from unless it is bootable and nothing before it is.
+#[derive(Clone, Debug)]
+pub struct ExtraDisk {
+    /// The image file.
+    pub path: PathBuf,
+    /// Its format for QEMU (`raw` or `qcow2`).
+    pub format: String,
+    /// The serial number the guest sees (`/sys/block/vdX/serial`, and
+    /// `/dev/disk/by-id/virtio-SERIAL`).
+    pub serial: String,
+}
+
 /// How to boot a VM.
 #[derive(Clone, Debug)]
 pub struct VmSpec {
@@ -113,6 +126,10 @@ pub struct VmSpec {
     /// Network boot over TFTP: the NIC boots first (`bootindex=0`, the
     /// disk, if any, after it). Default none.
     pub tftp: Option<Tftp>,
+    /// A boot ISO in a CD drive (AHCI), booted first. Default none.
+    pub cdrom: Option<PathBuf>,
+    /// More disks after the boot disk. Default none.
+    pub extra_disks: Vec<ExtraDisk>,
     /// More QEMU arguments, appended last (e.g. `-no-reboot`).
     pub extra_args: Vec<String>,
 }
@@ -131,6 +148,8 @@ impl VmSpec {
             guestfwd: Vec::new(),
             firmware: Firmware::Ovmf,
             tftp: None,
+            cdrom: None,
+            extra_disks: Vec::new(),
             extra_args: Vec::new(),
         }
     }
@@ -241,6 +260,12 @@ impl Vm {
             started,
             streamed: 0,
         })
+    }
+
+    /// The spec the next QEMU start (after a reset: a power cycle) uses:
+    /// change it to eject the CD, for instance.
+    pub fn next_start(&mut self) -> &mut VmSpec {
+        &mut self.spec
     }
 
     /// How many times QEMU was started for this VM: 1, plus one per reset
@@ -514,6 +539,26 @@ fn start_qemu(
             ))
             .args(["-device", &disk_device(spec)]);
     }
+    if let Some(iso) = &spec.cdrom {
+        cmd.arg("-drive")
+            .arg(format!(
+                "file={},format=raw,if=none,id=cd0,media=cdrom,readonly=on",
+                iso.display()
+            ))
+            .args(["-device", "ide-cd,drive=cd0,bootindex=0"]);
+    }
+    for (i, d) in spec.extra_disks.iter().enumerate() {
+        cmd.arg("-drive")
+            .arg(format!(
+                "file={},format={},if=none,id=extra{i}",
+                d.path.display(),
+                d.format
+            ))
+            .args([
+                "-device",
+                &format!("virtio-blk-pci,drive=extra{i},serial={}", d.serial),
+            ]);
+    }
     cmd.args(&spec.extra_args);
 
     tracing::info!(command = %crate::command::describe(&cmd), start, "starting QEMU");
@@ -568,7 +613,11 @@ fn nic_device(spec: &VmSpec) -> String {
 /// firmware does not try PXE on the NIC, which only times out on a
 /// restricted network), or second after the NIC for a network boot.
 fn disk_device(spec: &VmSpec) -> String {
-    let index = if spec.tftp.is_some() { 1 } else { 0 };
+    let index = if spec.tftp.is_some() || spec.cdrom.is_some() {
+        1
+    } else {
+        0
+    };
     format!("virtio-blk-pci,drive=disk0,bootindex={index}")
 }
 

@@ -19,7 +19,7 @@ use crate::control_plane::{free_port, ControlPlane, ControlPlaneError, GUEST_API
 use crate::disk::{DiskError, TestDisk, DEFAULT_DISK_SIZE};
 use crate::node_config::{self, ClusterAccess, NodeConfigError};
 use crate::nodectl::Nodectl;
-use crate::qemu::{Firmware, GuestFwd, Tftp, Vm, VmError, VmSpec};
+use crate::qemu::{ExtraDisk, Firmware, GuestFwd, Tftp, Vm, VmError, VmSpec};
 
 /// Console markers printed by init (docs/architecture.md).
 pub mod markers {
@@ -153,6 +153,28 @@ impl Cluster {
         Cluster::start_on(node_name, relay, customize, Boot::Network(tftp), forwards)
     }
 
+    /// A node booted from the boot ISO (`make iso`) in its CD drive (UEFI),
+    /// with `disks` attached; it starts live, in maintenance mode.
+    /// [`Cluster::config`] is the config made for it.
+    pub fn start_media(
+        node_name: &str,
+        relay: &Path,
+        iso: &Path,
+        disks: Vec<ExtraDisk>,
+        customize: impl FnOnce(&mut MachineConfig),
+    ) -> Result<Cluster, ScenarioError> {
+        Cluster::start_on(
+            node_name,
+            relay,
+            customize,
+            Boot::Media {
+                iso: iso.to_path_buf(),
+                disks,
+            },
+            Vec::new(),
+        )
+    }
+
     fn start_inner(
         node_name: &str,
         relay: &Path,
@@ -206,6 +228,11 @@ impl Cluster {
             Boot::Network(tftp) => {
                 spec.firmware = Firmware::SeaBios;
                 spec.tftp = Some(tftp);
+                None
+            }
+            Boot::Media { iso, disks } => {
+                spec.cdrom = Some(iso);
+                spec.extra_disks = disks;
                 None
             }
         };
@@ -296,6 +323,13 @@ enum Boot {
     Disk { bake_config: bool },
     /// From the network, diskless.
     Network(Tftp),
+    /// From a boot ISO in the CD drive, with these disks.
+    Media {
+        /// The ISO.
+        iso: PathBuf,
+        /// The disks.
+        disks: Vec<ExtraDisk>,
+    },
 }
 
 /// A data partition's name and its ext4 header.

@@ -45,17 +45,7 @@ pub fn bundle(req: &BundleRequest) -> anyhow::Result<::bundle::Manifest> {
         ::bundle::Version::parse("--min-upgrade-from", min)?;
     }
     let key = ::bundle::SigningKey::from_file(&req.key)?;
-    let paths = PAYLOAD_FILES.map(|f| req.boot.join(f));
-    for p in &paths {
-        if !p.is_file() {
-            bail!(
-                "{} is missing: build the image first (`make image`, which writes {}/{{{}}})",
-                p.display(),
-                req.boot.display(),
-                PAYLOAD_FILES.join(",")
-            );
-        }
-    }
+    let paths = crate::bootdir::payload_paths(&req.boot)?;
     let prepared = ::bundle::prepare(&paths[0], &paths[1], &paths[2])?;
     let version_json = req
         .boot

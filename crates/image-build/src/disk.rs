@@ -15,7 +15,7 @@ use crate::debs::{self, Pinned};
 use crate::digest;
 use crate::esp;
 use crate::ext4;
-use crate::gpt::{self, Guid, Partition, Table, SECTOR};
+use crate::gpt::{Guid, Partition, Table, SECTOR};
 use crate::initramfs;
 use crate::kubernetes;
 use crate::manifest::{Artifact, KubeletSource, Manifest};
@@ -38,14 +38,9 @@ pub const NODE_BINARIES: &[(&str, &str)] = &[
     ("keelson-drain", "usr/bin/keelson-drain"),
 ];
 
-/// Partitions in disk order: name, GPT type, size.
-pub const LAYOUT: &[(&str, &str, u64)] = &[
-    ("EFI", gpt::TYPE_ESP, 128 * MIB),
-    ("SYSTEM-A", gpt::TYPE_LINUX, 512 * MIB),
-    ("SYSTEM-B", gpt::TYPE_LINUX, 512 * MIB),
-    ("STATE", gpt::TYPE_LINUX, 64 * MIB),
-    ("VAR", gpt::TYPE_LINUX, 1024 * MIB),
-];
+/// Partitions in disk order (the shared layout, see the disk-layout
+/// crate): the raw image gives each its own size; VAR grows on first boot.
+pub const LAYOUT: &[disk_layout::PartitionSpec] = disk_layout::PARTITIONS;
 
 /// Debian packages the image is made from (besides the kernel image).
 pub const PACKAGES: &[&str] = &[
@@ -79,6 +74,9 @@ pub const PACKAGES: &[&str] = &[
     "ca-certificates",
     "libc6",
     "busybox-static",
+    // mkfs.fat: the installer makes the EFI partition of the disk it
+    // installs to (as `disk` does for the raw image).
+    "dosfstools",
 ];
 
 /// What `disk` is asked to build.
@@ -212,6 +210,7 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
         .iter()
         .chain(modules::WATCHDOG)
         .chain(modules::NETBOOT)
+        .chain(modules::MEDIA)
         .copied()
         .collect();
     let stage1_mods = idx.closure(&stage1_wanted)?;
@@ -219,6 +218,7 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
         .iter()
         .chain(modules::WATCHDOG)
         .chain(modules::NETBOOT)
+        .chain(modules::MEDIA)
         .chain(modules::NODE)
         .map(|s| s.to_string())
         .collect();
@@ -306,11 +306,11 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
     let sqfs = work.join("system.sqfs");
     squashfs::make(&root_dir, &sqfs, req.epoch)?;
     let sqfs_len = len(&sqfs)?;
-    if sqfs_len > LAYOUT[1].2 {
+    if sqfs_len > LAYOUT[1].size {
         bail!(
             "the system squashfs is {}, larger than SYSTEM-A ({})",
             mib(sqfs_len),
-            mib(LAYOUT[1].2)
+            mib(LAYOUT[1].size)
         );
     }
     step.finish(&format!("{} -> {}", mib(root_bytes), mib(sqfs_len)));
@@ -321,7 +321,7 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
     let vol = Guid::derive(&req.seed, "EFI-volume").to_bytes();
     esp::make(
         &esp_img,
-        LAYOUT[0].2,
+        LAYOUT[0].size,
         &esp::Inputs {
             vmlinuz: &vmlinuz,
             initramfs: &initramfs_path,
@@ -347,7 +347,7 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
         &state_img,
         "STATE",
         &Guid::derive(&req.seed, "STATE-fs"),
-        LAYOUT[3].2,
+        LAYOUT[3].size,
         req.epoch,
         &files,
     )?;
@@ -356,7 +356,7 @@ pub fn build(req: &Request) -> anyhow::Result<Manifest> {
         &var_img,
         "VAR",
         &Guid::derive(&req.seed, "VAR-fs"),
-        LAYOUT[4].2,
+        LAYOUT[4].size,
         req.epoch,
         &[],
     )?;
@@ -623,19 +623,16 @@ fn build_id(req: &Request, pkgs: &[Pinned], bins: &[&Path]) -> anyhow::Result<St
 /// Writes the GPT and copies each partition image (sparse: zero blocks are
 /// skipped) at its offset.
 fn assemble(raw: &Path, seed: &str, images: &[Option<&Path>; 5]) -> anyhow::Result<()> {
-    let total_bytes = MIB + LAYOUT.iter().map(|(_, _, s)| s).sum::<u64>() + MIB;
+    let total_bytes = disk_layout::min_disk_bytes();
     let mut partitions = Vec::new();
-    let mut lba = MIB / SECTOR;
-    for (name, ty, size) in LAYOUT {
-        let sectors = size / SECTOR;
+    for e in disk_layout::plan(total_bytes, false)? {
         partitions.push(Partition {
-            name: name.to_string(),
-            type_guid: Guid::parse(ty)?,
-            guid: Guid::derive(seed, name),
-            first_lba: lba,
-            last_lba: lba + sectors - 1,
+            name: e.spec.name.to_string(),
+            type_guid: Guid::parse(e.spec.type_guid)?,
+            guid: Guid::derive(seed, e.spec.name),
+            first_lba: e.first_lba(),
+            last_lba: e.last_lba(),
         });
-        lba += sectors;
     }
     let table = Table {
         disk_guid: Guid::derive(seed, "disk"),

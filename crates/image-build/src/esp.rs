@@ -4,11 +4,16 @@
 //! choice, a 1024-byte `grub/grubenv`, and each slot's kernel and initramfs
 //! under `A/` and `B/`. Deterministic: `--invariant`, a volume id from the
 //! seed, and every timestamp at SOURCE_DATE_EPOCH.
+//!
+//! The tree is staged in a directory first ([`stage`]); [`make`] builds
+//! the FAT from it, and the ISO (`iso.rs`) carries the same tree under
+//! `/keelson/esp/` for the installer to copy onto a disk's ESP.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
 
+use crate::bootdir;
 use crate::tools::{self, known};
 
 /// The kernel's console on every Keelson boot: the first serial port.
@@ -85,6 +90,113 @@ pub fn grub_cfg() -> String {
     s
 }
 
+/// Directories of the ESP, parents first (`B/` stays empty until an
+/// upgrade writes slot B).
+pub const DIRS: [&str; 5] = ["EFI", "EFI/BOOT", "grub", "A", "B"];
+
+/// How [`stage`] puts the kernel and initramfs into the tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payloads {
+    /// Copies, their time set to the epoch (they go into the FAT image).
+    Copy,
+    /// Hard links to the given files when possible, else copies (see
+    /// [`bootdir::link_or_copy`]); their times are left alone (a link
+    /// shares them with its source).
+    Link,
+}
+
+/// The ESP's file tree staged by [`stage`]: paths relative to its root,
+/// `/`-separated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tree {
+    /// Every directory, parents first ([`DIRS`]).
+    pub dirs: Vec<String>,
+    /// Every file, in the order the FAT image gets them.
+    pub files: Vec<String>,
+}
+
+/// Stages the ESP's file tree into `dir` (removed first if it exists: a
+/// scratch directory): `EFI/BOOT/BOOTX64.EFI` (GRUB, prefix `/grub`),
+/// `grub/grub.cfg` ([`grub_cfg`]), `grub/grubenv` (1024 bytes,
+/// `default=A`), `A/vmlinuz`, `A/initramfs.img` and an empty `B/`. Files
+/// made here get the time `epoch`. The installed disk's ESP ([`make`]) and
+/// the ISO's copy of it are both this tree.
+pub fn stage(
+    dir: &Path,
+    vmlinuz: &Path,
+    initramfs: &Path,
+    epoch: u64,
+    payloads: Payloads,
+) -> anyhow::Result<Tree> {
+    if !Path::new("/usr/lib/grub/x86_64-efi").is_dir() {
+        bail!("GRUB's x86_64-efi modules are missing: install grub-efi-amd64-bin (make deps)");
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    for d in DIRS {
+        let p = dir.join(d);
+        std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
+    }
+    let efi = dir.join("EFI/BOOT/BOOTX64.EFI");
+    let mut mk = known::GRUB_MKIMAGE.command()?;
+    mk.args(["-O", "x86_64-efi", "-p", "/grub", "-o"])
+        .arg(&efi)
+        .args(GRUB_MODULES);
+    tools::run(&mut mk)?;
+    let cfg = dir.join("grub/grub.cfg");
+    std::fs::write(&cfg, grub_cfg()).with_context(|| format!("cannot write {}", cfg.display()))?;
+    let env = dir.join("grub/grubenv");
+    let mut ed = known::GRUB_EDITENV.command()?;
+    ed.arg(&env).arg("create");
+    tools::run(&mut ed)?;
+    let mut ed = known::GRUB_EDITENV.command()?;
+    ed.arg(&env).args(["set", "default=A"]);
+    tools::run(&mut ed)?;
+    let env_len = std::fs::metadata(&env)
+        .with_context(|| format!("cannot stat {}", env.display()))?
+        .len();
+    if env_len != 1024 {
+        bail!("grubenv is {env_len} bytes, GRUB needs exactly 1024");
+    }
+    let mut made = vec![efi, cfg, env];
+    for (src, name) in [(vmlinuz, "A/vmlinuz"), (initramfs, "A/initramfs.img")] {
+        let dst = dir.join(name);
+        match payloads {
+            Payloads::Copy => {
+                std::fs::copy(src, &dst).with_context(|| {
+                    format!("cannot copy {} to {}", src.display(), dst.display())
+                })?;
+                made.push(dst);
+            }
+            Payloads::Link => {
+                bootdir::link_or_copy(src, &dst)?;
+            }
+        }
+    }
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+    for f in &made {
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .and_then(|h| h.set_modified(when))
+            .with_context(|| format!("cannot set the time of {}", f.display()))?;
+    }
+    Ok(Tree {
+        dirs: DIRS.iter().map(|d| d.to_string()).collect(),
+        files: [
+            "EFI/BOOT/BOOTX64.EFI",
+            "grub/grub.cfg",
+            "grub/grubenv",
+            "A/vmlinuz",
+            "A/initramfs.img",
+        ]
+        .iter()
+        .map(|f| f.to_string())
+        .collect(),
+    })
+}
+
 /// Inputs of the ESP.
 #[derive(Debug)]
 pub struct Inputs<'a> {
@@ -100,51 +212,19 @@ pub struct Inputs<'a> {
     pub work: &'a Path,
 }
 
-/// Makes the ESP image at `out` (`size` bytes).
+/// Makes the ESP image at `out` (`size` bytes): FAT32 holding the tree
+/// [`stage`] makes (staged under `work/tree`).
 pub fn make(out: &Path, size: u64, inp: &Inputs<'_>) -> anyhow::Result<()> {
     let work = inp.work;
     std::fs::create_dir_all(work).with_context(|| format!("cannot create {}", work.display()))?;
-    let efi = work.join("BOOTX64.EFI");
-    let mut mk = known::GRUB_MKIMAGE.command()?;
-    mk.args(["-O", "x86_64-efi", "-p", "/grub", "-o"])
-        .arg(&efi)
-        .args(GRUB_MODULES);
-    if !Path::new("/usr/lib/grub/x86_64-efi").is_dir() {
-        bail!("GRUB's x86_64-efi modules are missing: install grub-efi-amd64-bin (make deps)");
-    }
-    tools::run(&mut mk)?;
-    let cfg = work.join("grub.cfg");
-    std::fs::write(&cfg, grub_cfg()).with_context(|| format!("cannot write {}", cfg.display()))?;
-    let env = work.join("grubenv");
-    if env.exists() {
-        std::fs::remove_file(&env).with_context(|| format!("cannot remove {}", env.display()))?;
-    }
-    let mut ed = known::GRUB_EDITENV.command()?;
-    ed.arg(&env).arg("create");
-    tools::run(&mut ed)?;
-    let mut ed = known::GRUB_EDITENV.command()?;
-    ed.arg(&env).args(["set", "default=A"]);
-    tools::run(&mut ed)?;
-    let env_len = std::fs::metadata(&env)
-        .with_context(|| format!("cannot stat {}", env.display()))?
-        .len();
-    if env_len != 1024 {
-        bail!("grubenv is {env_len} bytes, GRUB needs exactly 1024");
-    }
-    let vmlinuz = work.join("vmlinuz");
-    let initramfs = work.join("initramfs.img");
-    std::fs::copy(inp.vmlinuz, &vmlinuz)
-        .with_context(|| format!("cannot copy {}", inp.vmlinuz.display()))?;
-    std::fs::copy(inp.initramfs, &initramfs)
-        .with_context(|| format!("cannot copy {}", inp.initramfs.display()))?;
-    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(inp.epoch);
-    for f in [&efi, &cfg, &env, &vmlinuz, &initramfs] {
-        std::fs::File::options()
-            .write(true)
-            .open(f)
-            .and_then(|h| h.set_modified(when))
-            .with_context(|| format!("cannot set the time of {}", f.display()))?;
-    }
+    let staged = work.join("tree");
+    let tree = stage(
+        &staged,
+        inp.vmlinuz,
+        inp.initramfs,
+        inp.epoch,
+        Payloads::Copy,
+    )?;
 
     if out.exists() {
         std::fs::remove_file(out).with_context(|| format!("cannot remove {}", out.display()))?;
@@ -159,26 +239,30 @@ pub fn make(out: &Path, size: u64, inp: &Inputs<'_>) -> anyhow::Result<()> {
         .arg(format!("{:08X}", inp.volume_id))
         .arg(out);
     tools::run(&mut mkfs)?;
-    let epoch = inp.epoch.to_string();
-    let image = out.to_string_lossy().into_owned();
-    for d in ["::/EFI", "::/EFI/BOOT", "::/grub", "::/A", "::/B"] {
+    fat_fill(out, &staged, &tree, inp.epoch)
+}
+
+/// Fills the FAT image `image` with `tree` (staged under `root`): `mmd`
+/// every directory, then `mcopy -m` every file in order, under
+/// `SOURCE_DATE_EPOCH=epoch` and `TZ=UTC` (FAT times are local times).
+pub fn fat_fill(image: &Path, root: &Path, tree: &Tree, epoch: u64) -> anyhow::Result<()> {
+    let epoch = epoch.to_string();
+    let image = image.to_string_lossy().into_owned();
+    for d in &tree.dirs {
         let mut mmd = known::MMD.command()?;
-        mmd.args(["-i", &image, d]).env("SOURCE_DATE_EPOCH", &epoch);
+        mmd.args(["-i", &image, &format!("::/{d}")])
+            .env("SOURCE_DATE_EPOCH", &epoch)
+            .env("TZ", "UTC");
         tools::run(&mut mmd)?;
     }
-    for (src, dst) in [
-        (&efi, "::/EFI/BOOT/BOOTX64.EFI"),
-        (&cfg, "::/grub/grub.cfg"),
-        (&env, "::/grub/grubenv"),
-        (&vmlinuz, "::/A/vmlinuz"),
-        (&initramfs, "::/A/initramfs.img"),
-    ] {
+    for f in &tree.files {
         let mut mcopy = known::MCOPY.command()?;
         mcopy
             .args(["-m", "-i", &image])
-            .arg(src)
-            .arg(dst)
-            .env("SOURCE_DATE_EPOCH", &epoch);
+            .arg(root.join(f))
+            .arg(format!("::/{f}"))
+            .env("SOURCE_DATE_EPOCH", &epoch)
+            .env("TZ", "UTC");
         tools::run(&mut mcopy)?;
     }
     Ok(())

@@ -15,11 +15,6 @@ const ENTRY_SIZE: u64 = 128;
 /// Sectors taken by one entry array (128 × 128 bytes).
 const ARRAY_SECTORS: u64 = ENTRIES * ENTRY_SIZE / SECTOR;
 
-/// EFI System Partition type.
-pub const TYPE_ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-/// Linux filesystem data type.
-pub const TYPE_LINUX: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
-
 /// A GUID in its text (RFC 4122) form.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Guid(pub String);
@@ -204,6 +199,7 @@ impl Table {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use disk_layout::{TYPE_ESP, TYPE_LINUX};
 
     #[test]
     fn table_reads_back_with_gptman_and_sfdisk() {

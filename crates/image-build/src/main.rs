@@ -13,7 +13,11 @@
 //!   network-boot directory of those three payloads: an iPXE script
 //!   `keelson.ipxe` (the root's URL and SHA-256 on the kernel command
 //!   line) and `netboot.json`, to serve over TFTP or HTTP.
+//! - `image-build iso --boot DIR --out-dir OUT` makes the boot ISO
+//!   `OUT/keelson-VERSION.iso` (BIOS and UEFI, CD and USB stick): the live
+//!   system in maintenance mode, with what an installer writes to a disk.
 
+mod bootdir;
 mod bundle;
 mod cache;
 mod cpio;
@@ -25,8 +29,10 @@ mod esp;
 mod ext4;
 mod gpt;
 mod initramfs;
+mod iso;
 mod kubernetes;
 mod manifest;
+mod media;
 mod modules;
 mod netboot;
 mod oci;
@@ -152,6 +158,22 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make the boot ISO OUT/keelson-VERSION.iso of BOOT's payloads
+    /// (VERSION from BOOT/../version.json): boots the node live in
+    /// maintenance mode from a CD or USB stick, BIOS or UEFI, and carries
+    /// the root and the disk's ESP tree for installing.
+    Iso {
+        /// Directory holding vmlinuz, initramfs.img and rootfs.squashfs
+        /// (`image-build disk` writes OUT/boot and OUT/version.json).
+        #[arg(long)]
+        boot: PathBuf,
+        /// Directory the ISO is written to.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Timestamp of every file and of the volume (seconds since 1970).
+        #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = DEFAULT_EPOCH)]
+        source_date_epoch: u64,
+    },
 }
 
 /// 2024-01-01T00:00:00Z: the default timestamp of every file in an image.
@@ -230,6 +252,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 m.version.as_deref().unwrap_or("unknown"),
                 netboot::SCRIPT,
                 m.root_url
+            );
+            Ok(())
+        }
+        Command::Iso {
+            boot,
+            out_dir,
+            source_date_epoch,
+        } => {
+            let started = std::time::Instant::now();
+            let b = iso::build(&iso::Request {
+                boot,
+                out_dir,
+                epoch: source_date_epoch,
+            })?;
+            eprintln!(
+                "image-build: {} ready in {:.1} s (version {}, volume {}, {:.1} MiB, media.json sha256 {})",
+                b.path.display(),
+                started.elapsed().as_secs_f64(),
+                b.version,
+                b.volume_id,
+                b.size as f64 / f64::from(1u32 << 20),
+                b.media_sha256
             );
             Ok(())
         }

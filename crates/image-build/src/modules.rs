@@ -58,6 +58,20 @@ pub const NETBOOT: &[&str] = &[
     "bnxt_en",
 ];
 
+/// Boot media (the ISO): stage 1 reads the root from a CD drive (SATA:
+/// `ahci` is in [`STORAGE`]) or a USB stick (xHCI/EHCI, usb-storage or
+/// UAS), mounts ISO 9660 and loop-mounts the root it copied into RAM.
+pub const MEDIA: &[&str] = &[
+    "loop",
+    "isofs",
+    "sr_mod",
+    "cdrom",
+    "xhci_pci",
+    "ehci_pci",
+    "usb_storage",
+    "uas",
+];
+
 /// Modules the node itself needs (containers, networking, iptables/nft,
 /// NICs, watchdog, vsock), on top of [`STORAGE`], [`WATCHDOG`],
 /// [`NETBOOT`] and the config's own.

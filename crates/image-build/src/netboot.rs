@@ -15,13 +15,13 @@
 //! possible: replace one by renaming a new file over it, never by writing
 //! into it.
 
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Serialize;
 
-use crate::bundle::{check_artifacts, PAYLOAD_FILES};
+use crate::bootdir::{self, link_or_copy};
+use crate::bundle::PAYLOAD_FILES;
 use crate::digest;
 use crate::esp;
 use crate::manifest::Artifact;
@@ -193,57 +193,6 @@ pub struct NetbootManifest {
     pub files: Vec<Artifact>,
 }
 
-/// How a payload got into the output directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Placed {
-    /// A hard link to the boot directory's file.
-    Linked,
-    /// A copy (hard links are impossible there, e.g. another file system).
-    Copied,
-    /// It already was the boot directory's file (same inode).
-    AlreadyThere,
-}
-
-/// Makes `dst` the file `src`: a hard link if possible, else a copy.
-/// An existing `dst` that is another file is replaced.
-pub fn link_or_copy(src: &Path, dst: &Path) -> anyhow::Result<Placed> {
-    let from = std::fs::metadata(src).with_context(|| format!("cannot stat {}", src.display()))?;
-    if let Ok(to) = std::fs::symlink_metadata(dst) {
-        if to.dev() == from.dev() && to.ino() == from.ino() {
-            return Ok(Placed::AlreadyThere);
-        }
-        std::fs::remove_file(dst).with_context(|| format!("cannot remove {}", dst.display()))?;
-    }
-    match std::fs::hard_link(src, dst) {
-        Ok(()) => Ok(Placed::Linked),
-        Err(e) => {
-            tracing::debug!(src = %src.display(), error = %e, "no hard link, copying");
-            std::fs::copy(src, dst)
-                .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
-            Ok(Placed::Copied)
-        }
-    }
-}
-
-/// Version and build id from `BOOT/../version.json`, when the disk build
-/// wrote one, after checking it describes these payloads (`hashes`, hex,
-/// in [`PAYLOAD_FILES`] order).
-fn version_of(boot: &Path, hashes: &[String]) -> anyhow::Result<(Option<String>, Option<String>)> {
-    let Some(vj) = boot
-        .parent()
-        .map(|d| d.join("version.json"))
-        .filter(|p| p.is_file())
-    else {
-        return Ok((None, None));
-    };
-    let text = std::fs::read(&vj).with_context(|| format!("cannot read {}", vj.display()))?;
-    let doc: serde_json::Value =
-        serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", vj.display()))?;
-    check_artifacts(&vj, &doc, hashes)?;
-    let field = |name: &str| doc.get(name).and_then(|v| v.as_str()).map(str::to_owned);
-    Ok((field("version"), field("build_id")))
-}
-
 /// Fills the output directory; returns what `netboot.json` says.
 pub fn netboot(req: &Request) -> anyhow::Result<NetbootManifest> {
     // Everything given is checked before the output is touched.
@@ -253,24 +202,14 @@ pub fn netboot(req: &Request) -> anyhow::Result<NetbootManifest> {
         .as_deref()
         .map(|u| file_url("--config-url", u))
         .transpose()?;
-    let sources = PAYLOAD_FILES.map(|f| req.boot.join(f));
-    for p in &sources {
-        if !p.is_file() {
-            bail!(
-                "{} is missing: build the image first (`make image`, which writes {}/{{{}}})",
-                p.display(),
-                req.boot.display(),
-                PAYLOAD_FILES.join(",")
-            );
-        }
-    }
+    let sources = bootdir::payload_paths(&req.boot)?;
     let mut files = sources
         .iter()
         .zip(PAYLOAD_FILES)
         .map(|(src, name)| artifact(name, src))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let hashes: Vec<String> = files.iter().map(|a| a.sha256.clone()).collect();
-    let (version, build_id) = version_of(&req.boot, &hashes)?;
+    let bootdir::BuildInfo { version, build_id } = bootdir::version_of(&req.boot, &hashes)?;
     std::fs::create_dir_all(&req.out)
         .with_context(|| format!("cannot create {}", req.out.display()))?;
     for (src, name) in sources.iter().zip(PAYLOAD_FILES) {
@@ -314,7 +253,10 @@ fn artifact(name: &str, path: &Path) -> anyhow::Result<Artifact> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::os::unix::fs::MetadataExt as _;
+
     use super::*;
+    use crate::bootdir::Placed;
 
     const HEX: &str = "5d41402abc4b2a76b9719d911017c5925d41402abc4b2a76b9719d911017c592";
 

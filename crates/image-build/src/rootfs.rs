@@ -32,6 +32,8 @@ pub const PROGRAMS: &[&str] = &[
     "sbin/mkfs.ext4",
     "sbin/tune2fs",
     "sbin/dumpe2fs",
+    // The installer makes the EFI partition of the disk it installs to.
+    "sbin/mkfs.fat",
 ];
 
 /// Directories whose every entry is taken (CNI plugins, xtables extensions).

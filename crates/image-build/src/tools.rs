@@ -186,6 +186,8 @@ pub mod known {
     pub const MMD: Tool = Tool::new("mmd", "mtools");
     /// grub-mkimage.
     pub const GRUB_MKIMAGE: Tool = Tool::new("grub-mkimage", "grub-common");
+    /// xorriso (the ISO).
+    pub const XORRISO: Tool = Tool::new("xorriso", "xorriso");
     /// grub-editenv.
     pub const GRUB_EDITENV: Tool = Tool::new("grub-editenv", "grub-common");
     /// mkfs.ext4.

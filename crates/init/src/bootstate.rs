@@ -73,6 +73,9 @@ pub struct BootState {
     /// The root fetched over the network, on a network boot.
     #[serde(default)]
     pub net_root: Option<crate::netroot::NetRootRecord>,
+    /// The boot media the root came from (an ISO boot), if any.
+    #[serde(default)]
+    pub media: Option<crate::media::MediaRecord>,
     /// Data partitions kept in RAM because the machine has none (`STATE`,
     /// `VAR`): lost at power-off.
     #[serde(default)]

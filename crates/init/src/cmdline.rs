@@ -44,6 +44,18 @@ pub struct NetRoot {
     pub sha256: String,
 }
 
+/// A root on boot media (`keelson.media=VOLUME_ID
+/// keelson.media_sha256=HEX`): the ISO 9660 volume to look for and the
+/// SHA-256 of its `keelson/media.json`, which lists the root and the
+/// install payload with their own hashes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaRoot {
+    /// The ISO 9660 volume id (`KEELSON_0_1_0`).
+    pub volume_id: String,
+    /// SHA-256 of `keelson/media.json`, lower-case hex.
+    pub manifest_sha256: String,
+}
+
 /// What init reads from the kernel command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cmdline {
@@ -57,6 +69,10 @@ pub struct Cmdline {
     pub net_root_error: Option<String>,
     /// Where to fetch the first config from (`keelson.config=`), if valid.
     pub config_url: Option<String>,
+    /// The boot media root, when `keelson.media=` asks for one and is valid.
+    pub media: Option<MediaRoot>,
+    /// Why `keelson.media=` / `keelson.media_sha256=` cannot be used.
+    pub media_error: Option<String>,
 }
 
 impl Cmdline {
@@ -64,6 +80,12 @@ impl Cmdline {
     /// not): the slot does not matter then.
     pub fn network_boot(&self) -> bool {
         self.net_root.is_some() || self.net_root_error.is_some()
+    }
+
+    /// Whether the root comes from boot media (`keelson.media=` present,
+    /// valid or not, and no network root).
+    pub fn media_boot(&self) -> bool {
+        !self.network_boot() && (self.media.is_some() || self.media_error.is_some())
     }
 }
 
@@ -131,19 +153,62 @@ fn net_root(text: &str) -> (Option<NetRoot>, Option<String>) {
             ),
         );
     }
-    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+    match sha256_param("keelson.root_sha256", sha) {
+        Ok(sha256) => (
+            Some(NetRoot {
+                url: url.to_string(),
+                sha256,
+            }),
+            None,
+        ),
+        Err(e) => (None, Some(e)),
+    }
+}
+
+/// 64 hex digits, or an error naming `param`.
+fn sha256_param(param: &str, value: &str) -> Result<String, String> {
+    if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "kernel command line: {param}={value:?} is not 64 hex digits"
+        ));
+    }
+    Ok(value.to_ascii_lowercase())
+}
+
+/// Parses `keelson.media=` and `keelson.media_sha256=`.
+fn media(text: &str) -> (Option<MediaRoot>, Option<String>) {
+    let Some(volume_id) = last_value(text, "keelson.media") else {
+        return (None, None);
+    };
+    if volume_id.is_empty()
+        || volume_id.len() > 32
+        || !volume_id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
         return (
             None,
             Some(format!(
-                "kernel command line: keelson.root_sha256={sha:?} is not 64 hex digits"
+                "kernel command line: keelson.media={volume_id:?} is not an ISO 9660 volume id (1 to 32 of A-Z, 0-9, _)"
             )),
         );
     }
-    let root = NetRoot {
-        url: url.to_string(),
-        sha256: sha.to_ascii_lowercase(),
+    let Some(sha) = last_value(text, "keelson.media_sha256") else {
+        return (
+            None,
+            Some("kernel command line: keelson.media= needs keelson.media_sha256=<64 hex digits>: the media's manifest is only used after its hash is checked".into()),
+        );
     };
-    (Some(root), None)
+    match sha256_param("keelson.media_sha256", sha) {
+        Ok(manifest_sha256) => (
+            Some(MediaRoot {
+                volume_id: volume_id.to_string(),
+                manifest_sha256,
+            }),
+            None,
+        ),
+        Err(e) => (None, Some(e)),
+    }
 }
 
 /// Parses the kernel command line text (`/proc/cmdline`). Quoted values are
@@ -152,6 +217,7 @@ fn net_root(text: &str) -> (Option<NetRoot>, Option<String>) {
 pub fn parse(text: &str) -> Cmdline {
     let mut warnings = Vec::new();
     let (net_root, net_root_error) = net_root(text);
+    let (media, media_error) = media(text);
     let config_url = last_value(text, "keelson.config").and_then(|url| {
         match check_http_url("keelson.config", url) {
             Ok(()) => Some(url.to_string()),
@@ -170,8 +236,14 @@ pub fn parse(text: &str) -> Cmdline {
             ));
             Slot::A
         }
-        // A network boot has no slot.
-        None if net_root.is_some() || net_root_error.is_some() => Slot::A,
+        // A network or media boot has no slot.
+        None if net_root.is_some()
+            || net_root_error.is_some()
+            || media.is_some()
+            || media_error.is_some() =>
+        {
+            Slot::A
+        }
         None => {
             warnings
                 .push("kernel command line: keelson.slot= is missing; booting slot A".to_string());
@@ -184,12 +256,44 @@ pub fn parse(text: &str) -> Cmdline {
         net_root,
         net_root_error,
         config_url,
+        media,
+        media_error,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_media_root_needs_a_volume_id_and_the_manifest_hash() {
+        let sha = "ab".repeat(32);
+        let ok = parse(&format!(
+            "console=ttyS0 keelson.media=KEELSON_0_1_0 keelson.media_sha256={}",
+            sha.to_uppercase()
+        ));
+        assert!(ok.media_boot());
+        assert!(!ok.network_boot());
+        assert!(ok.warnings.is_empty(), "{:?}", ok.warnings);
+        let m = ok.media.unwrap();
+        assert_eq!(m.volume_id, "KEELSON_0_1_0");
+        assert_eq!(m.manifest_sha256, sha);
+
+        let no_hash = parse("keelson.media=KEELSON");
+        assert!(no_hash.media_boot());
+        assert!(no_hash
+            .media_error
+            .unwrap()
+            .contains("keelson.media_sha256="));
+        let bad_id = parse(&format!(
+            "keelson.media=keelson/1 keelson.media_sha256={sha}"
+        ));
+        assert!(bad_id.media_error.unwrap().contains("volume id"));
+        let short = parse("keelson.media=K keelson.media_sha256=abc");
+        assert!(short.media_error.unwrap().contains("64 hex digits"));
+        assert!(!parse("keelson.slot=A").media_boot());
+    }
 
     #[test]
     fn slot_comes_from_the_command_line_and_bad_values_fall_back_to_a() {

@@ -18,8 +18,11 @@ mod events;
 mod ext4;
 mod fsck;
 mod grow;
+mod install;
 mod kmod;
+mod loopdev;
 mod machine_api;
+mod media;
 mod mounts;
 mod netroot;
 #[allow(dead_code)]

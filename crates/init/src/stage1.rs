@@ -21,7 +21,7 @@ use crate::kmod::ModuleIndex;
 use crate::mounts::{self, MountError};
 use crate::partitions::{self, Partition};
 use crate::watchdog::{self, Stage1Petter};
-use crate::{console, fsck, netroot};
+use crate::{console, fsck, media, netroot};
 
 /// The file whose presence in `/` makes init run stage 1.
 pub const MARKER: &str = "/.keelson-stage1";
@@ -34,6 +34,17 @@ const PARTITION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Filesystem modules stage 1 always needs (when not built in); the disk
 /// controller drivers are found by coldplug from the devices present.
 pub const FILESYSTEM_MODULES: &[&str] = &["squashfs", "ext4"];
+/// Modules a media boot needs beyond coldplug: the loop driver, ISO 9660,
+/// CD drives and USB sticks (their controllers come by coldplug).
+const MEDIA_MODULES: &[&str] = &[
+    "loop",
+    "isofs",
+    "sr_mod",
+    "cdrom",
+    "sd_mod",
+    "usb_storage",
+    "uas",
+];
 /// On a network boot, a disk with STATE and VAR is used if present: how
 /// long to look for one (drivers are loaded by then).
 const NETBOOT_DISK_WAIT: Duration = Duration::from_secs(3);
@@ -54,6 +65,10 @@ pub enum Stage1Error {
     /// describe well enough to fetch.
     #[error("{0}")]
     NetRoot(String),
+    /// The kernel command line asks for a boot media root it does not
+    /// describe well enough to find and check.
+    #[error("{0}")]
+    Media(String),
 }
 
 /// Runs stage 1. Returns only on failure (on success it execs stage 2).
@@ -78,9 +93,15 @@ pub fn run() -> Stage1Error {
     state.slot = cmd.slot.to_string();
     state.cmdline_warnings = cmd.warnings.clone();
 
-    let network_boot = cmd.network_boot();
+    let extra: &[&str] = if cmd.network_boot() {
+        &["loop"]
+    } else if cmd.media_boot() {
+        MEDIA_MODULES
+    } else {
+        &[]
+    };
     timed(&mut state, "storage-modules", |st| {
-        load_storage_modules(st, network_boot)
+        load_storage_modules(st, extra)
     });
     // The watchdog's driver came with the storage drivers (coldplug).
     let petter = arm_watchdog(&mut state, &cmdline);
@@ -93,6 +114,8 @@ pub fn run() -> Stage1Error {
     let slot = cmd.slot;
     let found = if cmd.network_boot() {
         network_root(&mut state, &cmd, &progress)
+    } else if cmd.media_boot() {
+        media_root(&mut state, &cmd, &progress)
     } else {
         disk_root(&mut state, slot)
     };
@@ -113,9 +136,10 @@ pub fn run() -> Stage1Error {
         None => check_filesystems(st, &found),
     });
 
-    let what = match &state.net_root {
-        Some(r) => r.url.clone(),
-        None => format!("slot {slot}"),
+    let what = match (&state.net_root, &state.media) {
+        (Some(r), _) => r.url.clone(),
+        (None, Some(m)) => format!("media {}", m.volume_id),
+        (None, None) => format!("slot {slot}"),
     };
     if let Err(e) = timed(&mut state, "mount-root", |_| mount_root(&what, &root)) {
         return e;
@@ -161,6 +185,25 @@ fn network_root(
         )
     });
     Ok((device, found))
+}
+
+/// A boot media (ISO) boot: the root and the install payload copied from
+/// the media into RAM (see [`media`]). Disks are not looked at: a live node
+/// keeps STATE and VAR in RAM, whatever the disks hold, until it installs.
+fn media_root(
+    state: &mut BootState,
+    cmd: &cmdline::Cmdline,
+    progress: &(dyn Fn() + Sync),
+) -> Result<(PathBuf, Found), Stage1Error> {
+    let Some(root) = &cmd.media else {
+        return Err(Stage1Error::Media(
+            cmd.media_error.clone().unwrap_or_default(),
+        ));
+    };
+    let (device, record) = timed(state, "media-root", |_| media::bring_up(root, progress));
+    state.slot = "media".to_string();
+    state.media = Some(record);
+    Ok((device, Found::new()))
 }
 
 /// A disk boot: the slot's partition, STATE and VAR (a missing one is a
@@ -242,9 +285,10 @@ fn mount_kernel_filesystems() -> Result<(), MountError> {
 
 /// Loads the drivers of the disk controllers (and NICs) present (coldplug
 /// from device modaliases: only what the machine has, since every module
-/// costs a signature check) and the filesystem modules; on a network boot
-/// also the loop driver the fetched root is mounted through.
-fn load_storage_modules(state: &mut BootState, network_boot: bool) {
+/// costs a signature check), the filesystem modules, and `extra` (on a
+/// network or media boot the loop driver the root is mounted through, and
+/// the CD and USB drivers the media is read through).
+fn load_storage_modules(state: &mut BootState, extra: &[&str]) {
     let index = match ModuleIndex::running_kernel() {
         Ok(i) => i,
         Err(e) => {
@@ -256,9 +300,7 @@ fn load_storage_modules(state: &mut BootState, network_boot: bool) {
     for f in failed {
         tracing::warn!("storage driver: {f}");
     }
-    let wanted = FILESYSTEM_MODULES
-        .iter()
-        .chain(network_boot.then_some(&"loop"));
+    let wanted = FILESYSTEM_MODULES.iter().chain(extra);
     for name in wanted {
         if !index.knows(name) {
             tracing::debug!(module = name, "not in the initramfs");
@@ -345,9 +387,19 @@ fn prepare_switch(state: &mut BootState) -> Result<(), Stage1Error> {
     if let Err(e) = state.save(Path::new(STAGE1_STATE)) {
         tracing::warn!(error = %e, "cannot save stage 1 state for stage 2");
     }
+    // Looked up while /proc is still here.
+    let payload = Path::new(media::STAGE1_PAYLOAD);
+    let payload_mounted = mounts::is_mounted(&mounts::current(), payload);
     for dir in ["/dev", "/proc", "/sys", "/run"] {
         let target = Path::new(NEWROOT).join(&dir[1..]);
         mounts::move_mount(Path::new(dir), &target)?;
+    }
+    // A media boot's install payload goes along, into the new root's /run.
+    if payload_mounted {
+        let target = Path::new(NEWROOT).join(&media::INSTALL_PAYLOAD[1..]);
+        std::fs::create_dir_all(&target)
+            .map_err(|e| Stage1Error::Switch(format!("create {}: {e}", target.display())))?;
+        mounts::move_mount(payload, &target)?;
     }
     free_initramfs();
     Ok(())

@@ -45,4 +45,31 @@ mod tests {
         }
         assert!(s["$defs"]["Interface"]["properties"]["mac"].is_object());
     }
+
+    #[test]
+    fn install_disk_is_a_string_or_a_strict_selector() {
+        let s = json_schema();
+        let defs = &s["$defs"];
+        assert_eq!(
+            defs["Install"]["properties"]["disk"]["$ref"],
+            "#/$defs/DiskTarget"
+        );
+        let any_of = defs["DiskTarget"]["anyOf"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(any_of.len(), 2, "{any_of:?}");
+        assert_eq!(any_of[0]["type"], "string");
+        assert_eq!(any_of[1]["$ref"], "#/$defs/DiskSelector");
+        let sel = &defs["DiskSelector"];
+        assert_eq!(sel["additionalProperties"], false);
+        assert_eq!(sel["minProperties"], 1);
+        for field in ["size", "model", "serial", "byId"] {
+            assert!(sel["properties"][field].is_object(), "{field}");
+        }
+        assert_eq!(
+            defs["SizeExpr"]["type"],
+            serde_json::json!(["string", "integer"])
+        );
+    }
 }

@@ -5,12 +5,14 @@
 //! ([`validate`]), the built-in Kubernetes prerequisites a config extends
 //! ([`prerequisites`]), the plan from one config to the next ([`plan`]), the
 //! renderers of files the node writes ([`render`]), the JSON Schema
-//! ([`json_schema`]) and reading a config at a git ref ([`git`]).
+//! ([`json_schema`]), choosing the install disk from facts the node
+//! gathered ([`install_disk`]) and reading a config at a git ref ([`git`]).
 //!
 //! It performs no I/O except in [`git`]: everything else is a pure function
 //! of its inputs, fast to test.
 
 pub mod git;
+pub mod install_disk;
 pub mod json_schema;
 pub mod parse;
 pub mod plan;
@@ -24,7 +26,7 @@ pub use json_schema::json_schema;
 pub use parse::{parse, to_yaml, Document, Location, ParseError, ParseErrorKind, WriteError};
 pub use schema::MachineConfig;
 pub use validate::{validate, Problem, Report, Severity};
-pub use values::{Cidr, Duration, FileMode};
+pub use values::{Cidr, Duration, FileMode, SizeError, SizeExpr, SizeOp};
 
 /// A config that parsed and has no validation errors, with the warnings
 /// validation found (each located in the source).

@@ -7,8 +7,9 @@
 //!   certificates (apid restarts), trusted upgrade keys, containerd and
 //!   CNI settings (containerd restarts; running containers keep running),
 //!   kubelet settings (kubelet restarts), drain, shutdown, upgrade and API
-//!   settings.
-//! - reboot: the install disk, kernel command-line arguments, unloading a
+//!   settings, and the install disk (read only when a live node, booted
+//!   from the ISO or the network, installs: nothing changes on this node).
+//! - reboot: kernel command-line arguments, unloading a
 //!   module, and new parameters for a module that is already loaded (a
 //!   loaded module is never removed from a running kernel: other modules,
 //!   devices or netfilter rules may hold it, and its parameters are read

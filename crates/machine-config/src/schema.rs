@@ -9,12 +9,13 @@
 //! [`crate::validate`], not here.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::values::{Cidr, Duration, FileMode};
+use crate::values::{Cidr, Duration, FileMode, SizeExpr};
 
 /// The only `apiVersion` this crate reads.
 pub const API_VERSION: &str = "keelson.dev/v1alpha1";
@@ -66,8 +67,9 @@ pub struct Machine {
     /// The node's hostname (RFC 1123 label or dotted name, at most 253
     /// characters). Required.
     pub hostname: String,
-    /// Where to install when booted from the ISO or the network. Default:
-    /// absent (the node runs from the disk it booted from).
+    /// Where to install when booted from the ISO or the network (changing
+    /// it on an installed node changes nothing until it installs again).
+    /// Default: absent (the node runs from the disk it booted from).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install: Option<Install>,
     /// Kernel modules and kernel command-line additions. Default: none
@@ -102,16 +104,170 @@ pub struct Machine {
     pub certificates: Option<Certificates>,
 }
 
-/// Install target.
+/// Install target: used only when a node booted from the ISO or the
+/// network installs itself onto a disk.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Install {
-    /// The disk: a device path (`/dev/vda`, `/dev/disk/by-id/...`).
-    pub disk: String,
+    /// The disk: a device path (`/dev/vda`, `/dev/disk/by-id/NAME`) or a
+    /// selector (`size`, `model`, `serial`, `byId`) that exactly one
+    /// writable disk must match. Required.
+    pub disk: DiskTarget,
     /// Whether a disk that already holds partitions or a filesystem may be
     /// overwritten. Default: `false`.
     #[serde(default)]
     pub wipe: bool,
+}
+
+/// The install disk, named by its device path or chosen by its properties
+/// (see [`crate::install_disk::select`]). In YAML a string is a
+/// [`DiskTarget::Path`] and a mapping a [`DiskTarget::Selector`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskTarget {
+    /// A device path: `/dev/NAME` (`/dev/vda`, `/dev/nvme0n1`) or
+    /// `/dev/disk/by-id/NAME`.
+    Path(String),
+    /// Every given property must match, and exactly one disk must.
+    Selector(DiskSelector),
+}
+
+impl Default for DiskTarget {
+    /// An empty path (refused by validation).
+    fn default() -> Self {
+        DiskTarget::Path(String::new())
+    }
+}
+
+impl fmt::Display for DiskTarget {
+    /// The path, or the selector's fields (`size >= 8GiB, model "QEMU"`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiskTarget::Path(p) => f.write_str(p),
+            DiskTarget::Selector(s) => s.fmt(f),
+        }
+    }
+}
+
+impl Serialize for DiskTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DiskTarget::Path(p) => s.serialize_str(p),
+            DiskTarget::Selector(sel) => sel.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DiskTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DiskTargetVisitor)
+    }
+}
+
+/// A string is a path, a mapping a selector (its own errors, unknown
+/// fields included, keep their path and location).
+struct DiskTargetVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DiskTargetVisitor {
+    type Value = DiskTarget;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "a device path (/dev/vda, /dev/disk/by-id/NAME) or a disk selector \
+             (a mapping of size, model, serial, byId)",
+        )
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DiskTarget, E> {
+        Ok(DiskTarget::Path(v.to_string()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<DiskTarget, E> {
+        Ok(DiskTarget::Path(v))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<DiskTarget, A::Error> {
+        DiskSelector::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            .map(DiskTarget::Selector)
+    }
+}
+
+impl JsonSchema for DiskTarget {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DiskTarget".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let selector = generator.subschema_for::<DiskSelector>();
+        schemars::json_schema!({
+            "description": "The install disk: a device path (/dev/vda, /dev/disk/by-id/NAME) \
+                            or a selector that exactly one writable disk must match.",
+            "anyOf": [
+                {
+                    "type": "string",
+                    "description": "A device path: /dev/NAME or /dev/disk/by-id/NAME."
+                },
+                selector
+            ]
+        })
+    }
+}
+
+/// Chooses the install disk by its properties: every given field must
+/// match, at least one field must be given, and exactly one writable disk
+/// must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(extend("minProperties" = 1))]
+pub struct DiskSelector {
+    /// The disk's size compared with a number and unit: `">= 8GiB"`,
+    /// `"< 2TB"`, `"1.5TB"` (no operator: exactly). Default: any size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<SizeExpr>,
+    /// The disk's model as the kernel reports it (`QEMU HARDDISK`),
+    /// compared exactly after trimming spaces. Default: any model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The disk's serial number, compared exactly after trimming spaces.
+    /// Default: any serial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// A name under `/dev/disk/by-id` (`virtio-keelson-root`,
+    /// `nvme-Samsung_SSD_970_EVO_S4EWNX0R123456`, `wwn-0x5000c500a1b2c3d4`),
+    /// without the directory. Default: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_id: Option<String>,
+}
+
+impl DiskSelector {
+    /// True when no field is given (refused by validation).
+    pub fn is_empty(&self) -> bool {
+        self.size.is_none() && self.model.is_none() && self.serial.is_none() && self.by_id.is_none()
+    }
+}
+
+impl fmt::Display for DiskSelector {
+    /// The given fields, comma-separated:
+    /// `size >= 8GiB, model "QEMU HARDDISK", serial "x", byId virtio-x`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(size) = &self.size {
+            parts.push(format!("size {size}"));
+        }
+        if let Some(model) = &self.model {
+            parts.push(format!("model {model:?}"));
+        }
+        if let Some(serial) = &self.serial {
+            parts.push(format!("serial {serial:?}"));
+        }
+        if let Some(by_id) = &self.by_id {
+            parts.push(format!("byId {by_id}"));
+        }
+        if parts.is_empty() {
+            f.write_str("an empty selector")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
 }
 
 /// Kernel modules and arguments.

@@ -2,7 +2,7 @@
 //! first.
 //!
 //! Parsing ([`crate::parse`]) guarantees types and syntax of scalar values
-//! (CIDRs, durations, modes). This module checks everything that needs
+//! (CIDRs, durations, modes, disk sizes). This module checks everything that needs
 //! judgement or more than one field: names, paths, duplicates, reachability
 //! of gateways, PEM material, kubelet flags Keelson owns, timeouts that must
 //! fit inside a total, and prerequisites a config weakens. Errors make a

@@ -1,5 +1,5 @@
 //! Scalar value types of the schema that carry their own syntax: CIDRs,
-//! durations and file modes.
+//! durations, file modes and disk size expressions ([`size`]).
 //!
 //! Each parses in `Deserialize`, so a malformed value is rejected by the YAML
 //! parser itself and the error carries the parser's line and column. Each
@@ -13,6 +13,10 @@ use std::time::Duration as StdDuration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub mod size;
+
+pub use size::{SizeError, SizeExpr, SizeOp};
 
 /// Implements `Serialize`/`Deserialize` through `Display`/`FromStr` and a
 /// string JSON Schema with a pattern-free description.

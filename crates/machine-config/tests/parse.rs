@@ -234,3 +234,95 @@ fn writer_output_parses_back() {
     let yaml = machine_config::to_yaml(&doc.config).unwrap();
     assert_eq!(parse(yaml.as_bytes()).unwrap().config, doc.config);
 }
+
+#[test]
+fn install_disk_is_a_path_or_a_selector() {
+    use machine_config::schema::{DiskSelector, DiskTarget};
+    let disk = |rest: &str| {
+        let text = format!("{HEAD}  install:\n{rest}");
+        let doc = parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        doc.config.machine.install.unwrap().disk
+    };
+    assert_eq!(
+        disk("    disk: /dev/vda\n"),
+        DiskTarget::Path("/dev/vda".into())
+    );
+    assert_eq!(
+        disk("    disk: \"/dev/disk/by-id/virtio-abc\"\n"),
+        DiskTarget::Path("/dev/disk/by-id/virtio-abc".into())
+    );
+    let sel = disk(
+        "    disk:\n      size: \">= 8GiB\"\n      model: \"QEMU HARDDISK\"\n      serial: keelson-root\n      byId: virtio-keelson-root\n",
+    );
+    assert_eq!(
+        sel,
+        DiskTarget::Selector(DiskSelector {
+            size: Some(">= 8GiB".parse().unwrap()),
+            model: Some("QEMU HARDDISK".into()),
+            serial: Some("keelson-root".into()),
+            by_id: Some("virtio-keelson-root".into()),
+        })
+    );
+    // Flow style, and a bare number is a size in bytes.
+    assert_eq!(
+        disk("    disk: {size: 21474836480}\n"),
+        DiskTarget::Selector(DiskSelector {
+            size: Some("20GiB".parse().unwrap()),
+            ..DiskSelector::default()
+        })
+    );
+    // Written back as the plain string or the mapping.
+    let mut cfg = parse(format!("{HEAD}  install:\n    disk: /dev/vda\n").as_bytes())
+        .unwrap()
+        .config;
+    let yaml = machine_config::to_yaml(&cfg).unwrap();
+    assert!(yaml.contains("disk: /dev/vda\n"), "{yaml}");
+    if let Some(install) = &mut cfg.machine.install {
+        install.disk = sel;
+    }
+    let yaml = machine_config::to_yaml(&cfg).unwrap();
+    assert!(
+        yaml.contains("size: '>= 8GiB'") || yaml.contains("size: \">= 8GiB\""),
+        "{yaml}"
+    );
+    assert!(yaml.contains("byId: virtio-keelson-root"), "{yaml}");
+    assert_eq!(parse(yaml.as_bytes()).unwrap().config, cfg);
+}
+
+#[test]
+fn install_disk_selector_errors_are_located_inside_it() {
+    let install = "  install:\n    disk:\n";
+    assert_error(
+        &format!("{install}      size: \">= 8GiB\"\n      modle: QEMU\n"),
+        "machine.install.disk.modle",
+        8,
+        7,
+        ParseErrorKind::UnknownField,
+        "unknown field \"modle\"; allowed fields here: size, model, serial, byId",
+    );
+    assert_error(
+        &format!("{install}      size: 8 GiBs\n"),
+        "machine.install.disk.size",
+        7,
+        13,
+        ParseErrorKind::InvalidValue,
+        "\"8 GiBs\": unknown unit \"GiBs\" (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)",
+    );
+    assert_error(
+        &format!("{install}      model: a\n      model: b\n"),
+        "machine.install.disk.model",
+        8,
+        7,
+        ParseErrorKind::DuplicateKey,
+        "duplicate key \"model\"",
+    );
+    let text = format!("{HEAD}  install:\n    disk: [/dev/vda]\n");
+    let err = parse(text.as_bytes()).unwrap_err();
+    assert_eq!(err.path, "machine.install.disk", "{err}");
+    assert_eq!(err.kind, ParseErrorKind::InvalidValue, "{err}");
+    assert!(
+        err.message
+            .contains("expected a device path (/dev/vda, /dev/disk/by-id/NAME) or a disk selector"),
+        "{err}"
+    );
+}

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use machine_config::plan::{plan, Apply, ChangeKind};
+use machine_config::schema::{DiskSelector, DiskTarget, Install};
 use machine_config::MachineConfig;
 
 const BASE: &str = r#"
@@ -81,7 +82,7 @@ fn example_plans_read_as_golden() {
     check_golden("minimal-to-node", &up.to_string());
     assert!(
         up.needs_reboot(),
-        "node.yaml adds kernel args and an install disk"
+        "node.yaml adds kernel args (an install disk alone needs no reboot)"
     );
     let down = plan(Some(&node), &minimal);
     check_golden("node-to-minimal", &down.to_string());
@@ -286,13 +287,13 @@ fn secrets_never_appear_in_the_plan() {
 #[test]
 fn install_disk_and_interface_removal() {
     let mut old = cfg(BASE);
-    old.machine.install = Some(machine_config::schema::Install {
-        disk: "/dev/vda".into(),
+    old.machine.install = Some(Install {
+        disk: DiskTarget::Path("/dev/vda".into()),
         wipe: false,
     });
     let mut new = old.clone();
-    new.machine.install = Some(machine_config::schema::Install {
-        disk: "/dev/vdb".into(),
+    new.machine.install = Some(Install {
+        disk: DiskTarget::Path("/dev/vdb".into()),
         wipe: true,
     });
     new.network.interfaces.clear();
@@ -300,10 +301,59 @@ fn install_disk_and_interface_removal() {
     assert_eq!(
         p.to_string(),
         "\
-reboot  install disk: /dev/vda -> /dev/vdb (wipe) (used when the node next installs)
+live    install disk: /dev/vda -> /dev/vdb (wipe) (used only when a live node installs)
 live    network interface eth0: no longer configured (its addresses and routes are removed)
 "
     );
+}
+
+#[test]
+fn install_disk_changes_never_need_a_reboot() {
+    let mut old = cfg(BASE);
+    old.machine.install = Some(Install {
+        disk: DiskTarget::Path("/dev/vda".into()),
+        wipe: false,
+    });
+    let mut new = old.clone();
+    new.machine.install = Some(Install {
+        disk: DiskTarget::Selector(DiskSelector {
+            size: Some(">= 8GiB".parse().unwrap()),
+            model: Some("QEMU HARDDISK".into()),
+            ..DiskSelector::default()
+        }),
+        wipe: false,
+    });
+    let p = plan(Some(&old), &new);
+    assert!(!p.needs_reboot(), "{p}");
+    assert_eq!(p.changes.len(), 1);
+    assert_eq!(p.changes[0].kind, ChangeKind::Install);
+    assert_eq!(p.changes[0].apply, Apply::Live);
+    assert_eq!(p.changes[0].path, "machine.install");
+    assert_eq!(
+        p.to_string(),
+        "live    install disk: /dev/vda -> size >= 8GiB, model \"QEMU HARDDISK\" \
+         (used only when a live node installs)\n"
+    );
+    // Removing it is just as harmless.
+    let mut none = old.clone();
+    none.machine.install = None;
+    let p = plan(Some(&new), &none);
+    assert!(!p.needs_reboot(), "{p}");
+    assert_eq!(
+        p.to_string(),
+        "live    install disk: size >= 8GiB, model \"QEMU HARDDISK\" -> (none) \
+         (used only when a live node installs)\n"
+    );
+    // The same size written in another unit is no change.
+    let mut same = new.clone();
+    if let Some(Install {
+        disk: DiskTarget::Selector(s),
+        ..
+    }) = &mut same.machine.install
+    {
+        s.size = Some(">=8192MiB".parse().unwrap());
+    }
+    assert!(plan(Some(&new), &same).is_empty());
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use machine_config::schema::*;
-use machine_config::{parse, to_yaml, Cidr, Duration, FileMode};
+use machine_config::{parse, to_yaml, Cidr, Duration, FileMode, SizeExpr, SizeOp};
 use proptest::collection::{btree_map, vec};
 use proptest::option;
 use proptest::prelude::*;
@@ -61,13 +61,55 @@ fn duration() -> impl Strategy<Value = Duration> {
     ]
 }
 
+/// Any size expression: every operator, any byte count.
+fn size_expr() -> impl Strategy<Value = SizeExpr> {
+    let op = prop::sample::select(vec![
+        SizeOp::Eq,
+        SizeOp::Ge,
+        SizeOp::Le,
+        SizeOp::Gt,
+        SizeOp::Lt,
+    ]);
+    let bytes = prop_oneof![
+        any::<u64>(),
+        (0u64..10_000, 0u32..5).prop_map(|(n, p)| n * 1024u64.pow(p)),
+        (0u64..10_000, 0u32..5).prop_map(|(n, p)| n * 1000u64.pow(p)),
+    ];
+    (op, bytes).prop_map(|(op, bytes)| SizeExpr { op, bytes })
+}
+
+/// A path (any text: strings YAML could misread included) or a selector
+/// (empty ones included).
+fn disk_target() -> BoxedStrategy<DiskTarget> {
+    prop_oneof![
+        text().prop_map(DiskTarget::Path),
+        (
+            option::of(size_expr()),
+            option::of(text()),
+            option::of(text()),
+            option::of(text()),
+        )
+            .prop_map(
+                |(size, model, serial, by_id)| DiskTarget::Selector(DiskSelector {
+                    size,
+                    model,
+                    serial,
+                    by_id,
+                })
+            ),
+    ]
+    .boxed()
+}
+
 fn map() -> impl Strategy<Value = BTreeMap<String, String>> {
     btree_map(text(), text(), 0..4)
 }
 
-fn machine() -> impl Strategy<Value = Machine> {
+/// Boxed (as is [`disk_target`]): unboxed, building the value tree of a
+/// whole config takes close to a test thread's 2 MiB stack in debug builds.
+fn machine() -> BoxedStrategy<Machine> {
     let install =
-        option::of((text(), any::<bool>()).prop_map(|(disk, wipe)| Install { disk, wipe }));
+        option::of((disk_target(), any::<bool>()).prop_map(|(disk, wipe)| Install { disk, wipe }));
     let module =
         (text(), map(), any::<bool>()).prop_map(|(name, parameters, enabled)| KernelModule {
             name,
@@ -134,6 +176,7 @@ fn machine() -> impl Strategy<Value = Machine> {
                 certificates,
             },
         )
+        .boxed()
 }
 
 fn network() -> impl Strategy<Value = Network> {

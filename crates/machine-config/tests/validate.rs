@@ -513,3 +513,67 @@ fn warnings_do_not_stop_a_config() {
         loaded.warnings[1]
     );
 }
+
+#[test]
+fn install_disk_paths_and_selectors_are_checked_field_by_field() {
+    let install = |disk: &str| problems_of(&format!("  install:\n    disk: {disk}\n"));
+    assert!(install("/dev/vda").is_empty());
+    assert!(install("/dev/nvme0n1").is_empty());
+    assert!(install("/dev/disk/by-id/virtio-keelson-root").is_empty());
+    assert!(install("{size: \">= 8GiB\"}").is_empty());
+    assert!(install("{model: QEMU HARDDISK, serial: x, byId: virtio-x}").is_empty());
+
+    let p = install("vda");
+    assert_eq!(
+        p,
+        ["Error machine.install.disk: line 6 col 11: \"vda\" is not an absolute path"]
+    );
+    let p = install("/var/vda");
+    assert!(p[0].contains("is not a device path under /dev"), "{p:?}");
+    let p = install("/dev/disk/by-path/pci-0000:00:04.0");
+    assert!(
+        p[0].contains("cannot be resolved by the installer (a node has no udev)"),
+        "{p:?}"
+    );
+    assert_eq!(
+        install("{}"),
+        [
+            "Error machine.install.disk: line 6 col 11: a disk selector needs at least one of \
+          size, model, serial, byId"
+        ]
+    );
+    assert_eq!(
+        install("{size: \"< 1\"}"),
+        [
+            "Error machine.install.disk.size: line 6 col 18: \"< 1B\" matches no disk: \
+          every disk has at least one byte"
+        ]
+    );
+    assert_eq!(
+        install("{model: \"  \"}"),
+        [
+            "Error machine.install.disk.model: line 6 col 19: model is empty: \
+          leave it out to accept any model"
+        ]
+    );
+    assert!(install("{serial: \"\"}")[0].contains("machine.install.disk.serial"));
+    assert!(install("{serial: \"a\\tb\"}")[0].contains("control characters"));
+    assert!(install("{byId: \"\"}")[0].contains("machine.install.disk.byId"));
+    assert_eq!(
+        install("{byId: a/b}"),
+        [
+            "Error machine.install.disk.byId: line 6 col 18: \"a/b\" contains '/': \
+          byId is one name under /dev/disk/by-id"
+        ]
+    );
+    let p = install("{byId: /dev/disk/by-id/virtio-x}");
+    assert!(
+        p[0].contains(
+            "byId takes the name only (\"virtio-x\"), or write disk: /dev/disk/by-id/virtio-x"
+        ),
+        "{p:?}"
+    );
+    assert!(install("{byId: \"a b\"}")[0].contains("not a /dev/disk/by-id name"));
+    // Every problem at once.
+    assert_eq!(install("{byId: \"\", model: \"\", size: \"0\"}").len(), 3);
+}

@@ -106,8 +106,11 @@ impl StartingConfig {
              machine:\n\
              \x20 # The node's hostname (an RFC 1123 name).\n\
              \x20 hostname: {hostname}\n\
-             \x20 # Install to a disk when booted from the ISO (uncomment). A disk that\n\
-             \x20 # already holds data is only overwritten with wipe: true.\n\
+             \x20 # Install to a disk when booted from the ISO or the network (uncomment).\n\
+             \x20 # disk is a device path (/dev/vda, /dev/disk/by-id/NAME) or a selector\n\
+             \x20 # exactly one disk must match (any of size, model, serial, byId):\n\
+             \x20 #   disk: {{size: \">= 8GiB\", model: \"QEMU HARDDISK\"}}\n\
+             \x20 # A disk that already holds data is only overwritten with wipe: true.\n\
              \x20 # install:\n\
              \x20 #   disk: /dev/vda\n\
              \x20 #   wipe: false\n\

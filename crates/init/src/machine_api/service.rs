@@ -64,9 +64,10 @@ fn apply_status(e: ApplyError) -> Status {
     let msg = e.to_string();
     match e {
         ApplyError::Invalid(_) | ApplyError::Unsupported(_) => Status::invalid_argument(msg),
-        ApplyError::NeedsReboot { .. } | ApplyError::TrialPending(_) | ApplyError::NoTrial => {
-            Status::failed_precondition(msg)
-        }
+        ApplyError::NeedsReboot { .. }
+        | ApplyError::TrialPending(_)
+        | ApplyError::NoTrial
+        | ApplyError::Install(_) => Status::failed_precondition(msg),
         ApplyError::ShuttingDown(_) => Status::unavailable(msg),
         ApplyError::Store(crate::config_store::StoreError::NotFound { .. }) => {
             Status::not_found(msg)
@@ -190,9 +191,22 @@ impl Machine for MachineService {
                 .as_ref()
                 .map(|w| format!("{} ({}), timeout {}s", w.identity, w.device, w.timeout_s))
                 .unwrap_or_default(),
-            root: match &st.net_root {
-                Some(r) => format!("{} (sha256 {}, {} bytes)", r.url, r.sha256, r.bytes),
-                None => format!("slot {}", st.slot),
+            root: match (&st.net_root, &st.media) {
+                (Some(r), _) => format!("{} (sha256 {}, {} bytes)", r.url, r.sha256, r.bytes),
+                (None, Some(m)) => format!(
+                    "media {} from {} (version {}, sha256 {}, {} bytes, in RAM{})",
+                    m.volume_id,
+                    m.source,
+                    m.version,
+                    m.sha256,
+                    m.bytes,
+                    if m.install_payload {
+                        "; can install"
+                    } else {
+                        "; no install payload"
+                    }
+                ),
+                (None, None) => format!("slot {}", st.slot),
             },
             in_ram: st.in_ram.clone(),
         }))

@@ -9,7 +9,6 @@
 //! maintenance mode) from a clean slate.
 
 pub mod fetch;
-mod loopdev;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -63,7 +62,7 @@ enum AttemptError {
     Fetch(#[from] fetch::FetchError),
     /// The loop device could not be set up.
     #[error("loop device: {0}")]
-    Loop(#[from] loopdev::LoopError),
+    Loop(#[from] crate::loopdev::LoopError),
 }
 
 /// Fetches and attaches the root, retrying until it works; `progress` is
@@ -160,6 +159,6 @@ async fn one_attempt(
             return Err(e);
         }
     };
-    let device = loopdev::attach_read_only(Path::new(ROOT_FILE))?;
+    let device = crate::loopdev::attach_read_only(Path::new(ROOT_FILE))?;
     Ok((device, bytes))
 }

@@ -118,6 +118,9 @@ pub enum ApplyError {
     /// STATE could not be written or read.
     #[error("config store: {0}")]
     Store(#[from] StoreError),
+    /// An install was refused (nothing was written).
+    #[error("install refused: {0}")]
+    Install(String),
     /// STATE could not be made writable.
     #[error("making STATE writable: {0}")]
     StateMount(String),
@@ -208,6 +211,28 @@ impl NodeCtl {
         let old = self.config();
         let mut plan = node_plan(old.as_deref(), &new);
         let mut warnings = warnings;
+        if let Some(install) = &new.machine.install {
+            let (media, net_root) = {
+                let st = self.state();
+                (st.media.clone(), st.net_root.is_some())
+            };
+            if let Some(media) = media {
+                let out = ApplyOutcome {
+                    plan,
+                    outcome: String::new(),
+                    generation: 0,
+                    warnings,
+                    revert_at_unix_ms: 0,
+                    reboot_required: true,
+                };
+                return self.apply_install(&req, install, media, out).await;
+            }
+            if net_root {
+                warnings.push(
+                    "machine.install: only a node booted from the ISO installs; this node booted from the network and runs from RAM".into(),
+                );
+            }
+        }
         if self.state().in_ram.iter().any(|p| p == "STATE") {
             let (kept, dropped) = ram_state_plan(plan, req.mode)?;
             plan = kept;

@@ -8,6 +8,7 @@
 mod bring_up;
 mod config_apply;
 mod config_url;
+mod install;
 mod reconfigure;
 mod uncordon;
 
@@ -56,6 +57,8 @@ struct Inner {
     facts: Mutex<NodeFacts>,
     mutate: tokio::sync::Mutex<()>,
     shutting_down: AtomicBool,
+    /// An install (from boot media) is being written.
+    installing: AtomicBool,
     shutdown_tx: mpsc::Sender<ShutdownRequest>,
     store_dir: PathBuf,
     trial: Mutex<Option<tokio::task::AbortHandle>>,
@@ -94,6 +97,7 @@ impl NodeCtl {
                 facts: Mutex::new(facts),
                 mutate: tokio::sync::Mutex::new(()),
                 shutting_down: AtomicBool::new(false),
+                installing: AtomicBool::new(false),
                 shutdown_tx,
                 store_dir,
                 trial: Mutex::new(None),

@@ -106,13 +106,9 @@ pub fn try_mount() -> Result<EfiSession, EfiError> {
     }
 }
 
-fn mount_with(one: MutexGuard<'static, ()>) -> Result<EfiSession, EfiError> {
-    let part = crate::partitions::find(
-        Path::new("/sys/class/block"),
-        Path::new("/dev"),
-        EFI_PARTITION,
-    )
-    .ok_or(EfiError::NotFound)?;
+/// Loads the FAT filesystem modules (vfat and its code pages); returns
+/// the problems, empty when all loaded.
+pub fn load_fat_modules() -> Vec<String> {
     let mut problems = Vec::new();
     match crate::kmod::ModuleIndex::running_kernel() {
         Ok(idx) => {
@@ -124,6 +120,17 @@ fn mount_with(one: MutexGuard<'static, ()>) -> Result<EfiSession, EfiError> {
         }
         Err(e) => problems.push(e.to_string()),
     }
+    problems
+}
+
+fn mount_with(one: MutexGuard<'static, ()>) -> Result<EfiSession, EfiError> {
+    let part = crate::partitions::find(
+        Path::new("/sys/class/block"),
+        Path::new("/dev"),
+        EFI_PARTITION,
+    )
+    .ok_or(EfiError::NotFound)?;
+    let problems = load_fat_modules();
     let root = PathBuf::from(EFI_MOUNT);
     let dev = part.dev.to_string_lossy().into_owned();
     crate::mounts::mount(

@@ -63,6 +63,12 @@ fn booted(node: &NodeCtl) -> Result<Slot, UpgradeError> {
             r.url
         )));
     }
+    if let Some(m) = &st.media {
+        return Err(UpgradeError::Precondition(format!(
+            "this node runs live from boot media ({}): it has no A/B slots; install it to a disk (machine.install in its config) or boot the new ISO",
+            m.volume_id
+        )));
+    }
     let s = st.slot.clone();
     Slot::parse(&s)
         .ok_or_else(|| UpgradeError::Precondition(format!("the booted slot {s:?} is not A or B")))
@@ -424,7 +430,7 @@ pub async fn after_boot(node: NodeCtl, cfg: Option<Arc<MachineConfig>>) {
     recover_interrupted_writes(&node).await;
     let booted = match booted(&node) {
         Ok(b) => b,
-        Err(e) if node.state().net_root.is_some() => {
+        Err(e) if node.state().net_root.is_some() || node.state().media.is_some() => {
             tracing::info!(reason = %e, "upgrade: no boot decision");
             return;
         }

@@ -24,16 +24,18 @@ pub(super) fn install(p: &mut Builder, old: Option<&MachineConfig>, new: &Machin
                 if i.wipe {
                     format!("{} (wipe)", i.disk)
                 } else {
-                    i.disk.clone()
+                    i.disk.to_string()
                 }
             },
         )
     };
-    p.reboot(
+    // Read only by a live node (booted from the ISO or the network) when
+    // it installs: nothing to do on this node now, nor at its next boot.
+    p.live(
         ChangeKind::Install,
         "machine.install",
         format!(
-            "install disk: {} -> {} (used when the node next installs)",
+            "install disk: {} -> {} (used only when a live node installs)",
             show(before),
             show(after)
         ),

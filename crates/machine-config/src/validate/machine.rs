@@ -1,12 +1,14 @@
-//! Checks of the `machine` section: hostname, install disk, kernel modules
+//! Checks of the `machine` section: hostname, install disk (a path the
+//! installer can resolve, or a selector with well-formed fields), kernel modules
 //! and arguments, sysctls, files, time, swap, trusted upgrade keys, API
 //! certificates, and the prerequisites a config weakens.
 
 use std::collections::{BTreeSet, HashMap};
 
 use super::{pem, syntax, Checker};
+use crate::install_disk::BY_ID_DIR;
 use crate::prerequisites;
-use crate::schema::{Certificates, MachineConfig};
+use crate::schema::{Certificates, DiskTarget, MachineConfig};
 
 /// Files Keelson renders from other fields: writing them through `files`
 /// would fight the renderer.
@@ -27,15 +29,7 @@ pub(super) fn check(cfg: &MachineConfig, c: &mut Checker) {
     let m = &cfg.machine;
     hostname(&m.hostname, c);
     if let Some(install) = &m.install {
-        let path = "machine.install.disk";
-        match syntax::absolute_path(&install.disk) {
-            Err(e) => c.error(path, e),
-            Ok(()) if !syntax::is_below(&install.disk, "/dev") => c.error(
-                path,
-                format!("{:?} is not a device path under /dev", install.disk),
-            ),
-            Ok(()) => {}
-        }
+        install_disk(&install.disk, c);
     }
     kernel(cfg, c);
     sysctls(cfg, c);
@@ -66,6 +60,96 @@ pub(super) fn check(cfg: &MachineConfig, c: &mut Checker) {
             path,
             format!("this turns off a Kubernetes node prerequisite: {why}"),
         );
+    }
+}
+
+/// A device path the installer can resolve without udev, or a selector
+/// with at least one well-formed field.
+fn install_disk(disk: &DiskTarget, c: &mut Checker) {
+    let path = "machine.install.disk";
+    let sel = match disk {
+        DiskTarget::Path(p) => {
+            match syntax::absolute_path(p) {
+                Err(e) => c.error(path, e),
+                Ok(()) if !syntax::is_below(p, "/dev") => {
+                    c.error(path, format!("{p:?} is not a device path under /dev"))
+                }
+                Ok(()) => {
+                    let rest = p
+                        .strip_prefix(BY_ID_DIR)
+                        .or_else(|| p.strip_prefix("/dev/"))
+                        .unwrap_or(p);
+                    if rest.contains('/') {
+                        c.error(
+                            path,
+                            format!(
+                                "{p:?} cannot be resolved by the installer (a node has no udev): \
+                                 write /dev/NAME (e.g. /dev/vda), {BY_ID_DIR}NAME, or a selector \
+                                 (size, model, serial, byId)"
+                            ),
+                        );
+                    }
+                }
+            }
+            return;
+        }
+        DiskTarget::Selector(sel) => sel,
+    };
+    if sel.is_empty() {
+        c.error(
+            path,
+            "a disk selector needs at least one of size, model, serial, byId",
+        );
+    }
+    if let Some(size) = &sel.size {
+        if !size.is_satisfiable() {
+            c.error(
+                format!("{path}.size"),
+                format!("\"{size}\" matches no disk: every disk has at least one byte"),
+            );
+        }
+    }
+    for (field, value) in [("model", &sel.model), ("serial", &sel.serial)] {
+        match value {
+            Some(v) if v.trim().is_empty() => c.error(
+                format!("{path}.{field}"),
+                format!("{field} is empty: leave it out to accept any {field}"),
+            ),
+            Some(v) if v.chars().any(char::is_control) => c.error(
+                format!("{path}.{field}"),
+                format!("{v:?} contains control characters"),
+            ),
+            _ => {}
+        }
+    }
+    if let Some(id) = &sel.by_id {
+        let at = format!("{path}.byId");
+        if id.is_empty() {
+            c.error(
+                at,
+                "byId is empty: write a name under /dev/disk/by-id, e.g. virtio-keelson-root",
+            );
+        } else if let Some(name) = id.strip_prefix(BY_ID_DIR) {
+            c.error(
+                at,
+                format!(
+                    "{id:?} is a path: byId takes the name only ({name:?}), or write disk: {id}"
+                ),
+            );
+        } else if id.contains('/') {
+            c.error(
+                at,
+                format!("{id:?} contains '/': byId is one name under /dev/disk/by-id"),
+            );
+        } else if id == "."
+            || id == ".."
+            || id.chars().any(|ch| ch.is_control() || ch.is_whitespace())
+        {
+            c.error(
+                at,
+                format!("{id:?} is not a /dev/disk/by-id name (no spaces or control characters)"),
+            );
+        }
     }
 }
 

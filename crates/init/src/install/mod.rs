@@ -1,0 +1,206 @@
+//! The installer: a live node (booted from the ISO, running from RAM)
+//! given a config with `machine.install` writes itself to a disk and
+//! reboots into it. [`prepare`] does every check first (the disk chosen by
+//! the selector, not the media itself, blank or `wipe: true`, large enough,
+//! the install payload present): a refusal changes nothing. [`write::run`]
+//! then lays out the disk exactly like the raw image (DESIGN.md's GPT: EFI,
+//! SYSTEM-A, SYSTEM-B, STATE, VAR; VAR taking the rest of the disk), fills
+//! slot A and the EFI partition from what the node booted, stores the
+//! config in STATE and writes the partition table last: a power cut at
+//! any point before that leaves a disk with no partition table and no
+//! signature at its start, which the next install takes without `wipe`.
+
+pub mod disks;
+mod probe;
+pub mod write;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use disk_layout::{Extent, TooSmall};
+use machine_config::install_disk::{self, SelectError};
+use machine_config::schema::Install;
+
+use crate::media::manifest::{self, MediaManifest};
+use crate::media::{MediaRecord, INSTALL_PAYLOAD};
+
+/// Why the node will not install (nothing was written), or why an install
+/// stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The node has nothing to install from.
+    #[error("this node cannot install: {0}")]
+    NoPayload(String),
+    /// The selector matched no disk, or several.
+    #[error("machine.install.disk: {0}")]
+    Select(#[from] SelectError),
+    /// The selector chose the media the node runs from.
+    #[error(
+        "machine.install.disk: {disk} is the boot media this node runs from; choose another disk"
+    )]
+    BootMedia {
+        /// The disk.
+        disk: String,
+    },
+    /// The disk holds data and `wipe` is not set.
+    #[error("machine.install.disk: {disk} holds {found}; nothing was written (set machine.install.wipe: true to erase it)")]
+    NotEmpty {
+        /// The disk, described.
+        disk: String,
+        /// What it holds.
+        found: String,
+    },
+    /// The disk is smaller than the layout.
+    #[error("machine.install.disk: {disk}: {source}")]
+    TooSmall {
+        /// The disk.
+        disk: String,
+        /// Sizes.
+        source: TooSmall,
+    },
+    /// A read, write or system call failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// The step.
+        what: &'static str,
+        /// The file or device.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A step failed (a tool's exit, a mount, a hash).
+    #[error("{0}")]
+    Step(String),
+}
+
+/// An `Io` error builder for `map_err`.
+pub(crate) fn io(
+    what: &'static str,
+    path: impl AsRef<Path>,
+) -> impl FnOnce(std::io::Error) -> InstallError {
+    let path = path.as_ref().display().to_string();
+    move |source| InstallError::Io { what, path, source }
+}
+
+/// What the node installs from: the media's manifest, the ESP files stage
+/// 1 copied, and the loop device the root runs from.
+#[derive(Clone, Debug)]
+pub struct Payload {
+    /// The media's manifest (the root's size and hash, the ESP files).
+    pub manifest: MediaManifest,
+    /// The ESP files (`INSTALL_PAYLOAD/esp`).
+    pub esp_dir: PathBuf,
+    /// The root squashfs (the loop device the live root is mounted from).
+    pub root: PathBuf,
+}
+
+/// An install, checked and ready to write.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The disk.
+    pub disk: disks::Disk,
+    /// The partitions as they will be.
+    pub extents: Vec<Extent>,
+    /// What the disk held (erased because `wipe` is set).
+    pub erases: Vec<String>,
+    /// What is written.
+    pub payload: Payload,
+}
+
+impl Target {
+    /// One line naming the disk for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({})",
+            self.disk.dev.display(),
+            install_disk::describe(&self.disk.facts)
+        )
+    }
+}
+
+/// The install payload of a media boot.
+fn payload(media: &MediaRecord) -> Result<Payload, InstallError> {
+    if !media.install_payload {
+        return Err(InstallError::NoPayload(format!(
+            "stage 1 could not copy the install payload from {} (see the boot console)",
+            media.volume_id
+        )));
+    }
+    let dir = Path::new(INSTALL_PAYLOAD);
+    let path = dir.join("media.json");
+    let bytes = std::fs::read(&path).map_err(io("read", &path))?;
+    let manifest = manifest::parse(&bytes).map_err(|e| InstallError::NoPayload(e.to_string()))?;
+    Ok(Payload {
+        manifest,
+        esp_dir: dir.join("esp"),
+        root: PathBuf::from(&media.device),
+    })
+}
+
+/// The disk's first bytes, for [`probe::contents`].
+fn head(dev: &Path) -> Result<Vec<u8>, InstallError> {
+    let f = File::open(dev).map_err(io("open", dev))?;
+    let mut buf = vec![0u8; probe::HEAD_LEN];
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(io("read", dev)(e)),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// Every check of an install, with nothing written: the payload, the disk
+/// the selector names (under `sys_block`/`dev_dir`), that it is not the
+/// boot media, blank unless `wipe`, and large enough.
+pub fn prepare(
+    install: &Install,
+    media: &MediaRecord,
+    sys_block: &Path,
+    dev_dir: &Path,
+) -> Result<Target, InstallError> {
+    let payload = payload(media)?;
+    let all = disks::scan(sys_block, dev_dir);
+    let facts: Vec<_> = all.iter().map(|d| d.facts.clone()).collect();
+    let chosen = install_disk::select(&install.disk, &facts)?;
+    let Some(disk) = all.iter().find(|d| d.facts.name == chosen.name).cloned() else {
+        return Err(InstallError::Step(format!(
+            "disk {} vanished while it was chosen",
+            chosen.name
+        )));
+    };
+    let described = format!(
+        "{} ({})",
+        disk.dev.display(),
+        install_disk::describe(&disk.facts)
+    );
+    if media.source == disk.dev.display().to_string() {
+        return Err(InstallError::BootMedia { disk: described });
+    }
+    let extents = disk_layout::plan(disk.facts.size_bytes, true).map_err(|source| {
+        InstallError::TooSmall {
+            disk: described.clone(),
+            source,
+        }
+    })?;
+    let mut found = probe::contents(&head(&disk.dev)?);
+    if !disk.partitions.is_empty() {
+        found.push(format!("partitions {}", disk.partitions.join(", ")));
+    }
+    if !found.is_empty() && !install.wipe {
+        return Err(InstallError::NotEmpty {
+            disk: described,
+            found: found.join(" and "),
+        });
+    }
+    Ok(Target {
+        disk,
+        extents,
+        erases: found,
+        payload,
+    })
+}
