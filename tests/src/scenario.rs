@@ -139,7 +139,8 @@ impl Cluster {
         Cluster::start_inner(node_name, relay, customize, false, Vec::new())
     }
 
-    /// A diskless node booted from the network: SeaBIOS' iPXE loads
+    /// A node booted from the network (`disks`: none, or disks without
+    /// Keelson's partitions): SeaBIOS' iPXE loads
     /// `tftp.bootfile` from QEMU's TFTP server, `forwards` reach the HTTP
     /// server the root comes from. The node starts in maintenance mode;
     /// [`Cluster::config`] is the config made for it.
@@ -148,9 +149,16 @@ impl Cluster {
         relay: &Path,
         tftp: Tftp,
         forwards: Vec<GuestFwd>,
+        disks: Vec<ExtraDisk>,
         customize: impl FnOnce(&mut MachineConfig),
     ) -> Result<Cluster, ScenarioError> {
-        Cluster::start_on(node_name, relay, customize, Boot::Network(tftp), forwards)
+        Cluster::start_on(
+            node_name,
+            relay,
+            customize,
+            Boot::Network { tftp, disks },
+            forwards,
+        )
     }
 
     /// A node booted from the boot ISO (`make iso`) in its CD drive (UEFI),
@@ -225,9 +233,10 @@ impl Cluster {
                 spec.disk = Some(disk.overlay.clone());
                 Some(disk)
             }
-            Boot::Network(tftp) => {
+            Boot::Network { tftp, disks } => {
                 spec.firmware = Firmware::SeaBios;
                 spec.tftp = Some(tftp);
+                spec.extra_disks = disks;
                 None
             }
             Boot::Media { iso, disks } => {
@@ -321,8 +330,13 @@ enum Boot {
     /// From a copy of `out/keelson.raw`, with the config baked into STATE
     /// or not (maintenance mode).
     Disk { bake_config: bool },
-    /// From the network, diskless.
-    Network(Tftp),
+    /// From the network, with these (blank or data) disks.
+    Network {
+        /// The TFTP directory and boot file.
+        tftp: Tftp,
+        /// The disks.
+        disks: Vec<ExtraDisk>,
+    },
     /// From a boot ISO in the CD drive, with these disks.
     Media {
         /// The ISO.

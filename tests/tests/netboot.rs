@@ -1,4 +1,4 @@
-//! Network boot, end to end, on a machine with no disk: SeaBIOS' iPXE
+//! Network boot, end to end, on a machine with a blank disk: SeaBIOS' iPXE
 //! (Debian's ipxe-qemu) gets the iPXE script from QEMU's built-in TFTP
 //! server and loads the kernel and initramfs `make netboot` wrote; stage 1
 //! gets an address by DHCP and fetches the root squashfs over HTTP from a
@@ -6,14 +6,17 @@
 //!
 //! The server first serves a root with one byte flipped: stage 1 must
 //! refuse it, saying which hash it wanted and which it got, and retry. Then
-//! the real root is put in place: the next attempt boots it. With no disk,
-//! STATE and VAR live in RAM and the node says so (console, `nodectl
-//! health`). Its config comes from the same server (`keelson.config=`,
+//! the real root is put in place: the next attempt boots it, and fetches the
+//! install payload beside it (checked by hash). With no Keelson partitions
+//! on the disk, STATE and VAR live in RAM and the node says so (console,
+//! `nodectl health`). Its config comes from the same server (`keelson.config=`,
 //! added to the script `make netboot` wrote): absent at first (the node
 //! says so and retries), then served; the node applies it by itself (the
 //! kernel arguments in it are reported, not rebooted for: a reboot would
-//! lose a config kept in RAM), joins the real control plane, becomes
-//! Ready, and powers off on the power button.
+//! lose a config kept in RAM), joins the real control plane and becomes
+//! Ready. Then a config naming the blank disk installs the node to it from
+//! RAM; it reboots (UEFI now) into slot A of the disk with its config, and
+//! powers off on the power button.
 //!
 //! Ignored by default; `make test` runs it.
 
@@ -24,8 +27,9 @@ use std::time::Duration;
 
 use keelson_tests::http_server::HttpServer;
 use keelson_tests::nodectl::{json, Nodectl, Operator};
-use keelson_tests::qemu::{GuestFwd, Tftp};
+use keelson_tests::qemu::{ExtraDisk, Firmware, GuestFwd, Tftp};
 use keelson_tests::scenario::{markers, Cluster};
+use machine_config::schema::{DiskTarget, Install};
 use sha2::{Digest as _, Sha256};
 
 const NODE: &str = "keelson-netboot-0";
@@ -62,6 +66,10 @@ fn a_diskless_node_boots_a_root_from_http_only_when_its_hash_matches() {
     bytes[middle] ^= 0x01;
     std::fs::write(www.join(ROOT), &bytes).unwrap();
     let bad_sha = sha256_hex(&www.join(ROOT));
+    // The install payload beside the root, as `make netboot` wrote it.
+    for f in ["media.json", "esp"] {
+        std::os::unix::fs::symlink(netboot.join(f), www.join(f)).unwrap();
+    }
     drop(bytes);
     let http = HttpServer::start(&www).unwrap_or_else(|e| panic!("{e}"));
 
@@ -92,7 +100,19 @@ fn a_diskless_node_boots_a_root_from_http_only_when_its_hash_matches() {
         guest_port: ROOT_SERVER.1,
         command: format!("{} {}", relay.display(), http.port()),
     }];
-    let mut cluster = Cluster::start_netboot(NODE, relay, tftp, forwards, |cfg| {
+    // A blank disk: not used by the network boot (no Keelson partitions);
+    // the node installs to it at the end.
+    let target = host.path().join("target.raw");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    let disks = vec![ExtraDisk {
+        path: target.clone(),
+        format: "raw".into(),
+        serial: "keelson-target".into(),
+    }];
+    let mut cluster = Cluster::start_netboot(NODE, relay, tftp, forwards, disks, |cfg| {
         cfg.machine.certificates = Some(certificates.clone());
     })
     .unwrap_or_else(|e| panic!("{e}"));
@@ -227,7 +247,56 @@ fn a_diskless_node_boots_a_root_from_http_only_when_its_hash_matches() {
         "upgrade on a network-booted node: {r:?}"
     );
 
-    // 6. The power button ends it cleanly.
+    // 6. Installed to the blank disk from RAM: the payload came with the
+    // root (checked by hash); the node reboots into the disk (UEFI now: the
+    // installed disk boots like the raw image) with its config.
+    let payload = cluster.vm.console().lines().iter().any(|l| {
+        l.text
+            .contains("keelson: netboot install payload ok files=")
+    });
+    assert!(payload, "the install payload came with the root");
+    let mut cfg = cluster.config.clone();
+    cfg.machine.install = Some(Install {
+        disk: DiskTarget::Path("/dev/disk/by-id/virtio-keelson-target".into()),
+        wipe: false,
+    });
+    let file = host.path().join("install.yaml");
+    std::fs::write(&file, keelson_tests::node_config::to_yaml(&cfg).unwrap()).unwrap();
+    let r = nodectl.run(
+        Some(&admin),
+        &["apply-config", "-f", &file.display().to_string()],
+    );
+    assert!(
+        r.code == 0 && r.stdout.contains("installing to /dev/vda"),
+        "{r:?}"
+    );
+    {
+        let next = cluster.vm.next_start();
+        next.firmware = Firmware::Ovmf;
+        next.tftp = None;
+    }
+    let done = cluster
+        .vm
+        .wait_for_line(r"keelson: install (done|failed)", Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("[{:>6.1}s] {}", done.at.as_secs_f64(), done.text);
+    assert!(done.text.contains("install done"), "{}", done.text);
+    let ready = cluster
+        .vm
+        .wait_for_line(markers::NODE_READY, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("[{:>6.1}s] {}", ready.at.as_secs_f64(), ready.text);
+    assert!(ready.text.contains("slot=A"), "{}", ready.text);
+    let health = json(&nodectl.eventually(
+        &admin,
+        &["health", "--wait", "-o", "json"],
+        Duration::from_secs(120),
+    ));
+    assert_eq!(health["root"], "slot A", "{health}");
+    let history = nodectl.ok(&admin, &["config", "history", "-o", "json"]);
+    assert!(history.contains("install"), "{history}");
+
+    // 7. The power button ends it cleanly.
     let (clean, took) = cluster
         .power_off(Duration::from_secs(180))
         .unwrap_or_else(|e| panic!("{e}"));

@@ -60,6 +60,26 @@ pub fn version_of(boot: &Path, hashes: &[String]) -> anyhow::Result<BuildInfo> {
     })
 }
 
+/// The image version [`version_of`] found (`version`), checked as an OS
+/// version (it names files and is recorded on installed disks). Without
+/// one, an error saying `BOOT/../version.json` is missing and what `needs`
+/// it.
+pub fn required_version(
+    boot: &Path,
+    version: Option<String>,
+    needs: &str,
+) -> anyhow::Result<String> {
+    let Some(version) = version else {
+        bail!(
+            "{} has no version.json with a `version` next to it (`make image` writes \
+             out/version.json): {needs}",
+            boot.display()
+        );
+    };
+    ::bundle::Version::parse("version.json field version", &version)?;
+    Ok(version)
+}
+
 /// How a payload got into another directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placed {

@@ -224,16 +224,6 @@ pub fn iso_date(epoch: u64) -> String {
     )
 }
 
-fn media_file(path: &str, file: &Path) -> anyhow::Result<MediaFile> {
-    Ok(MediaFile {
-        path: path.to_string(),
-        size: std::fs::metadata(file)
-            .with_context(|| format!("cannot stat {}", file.display()))?
-            .len(),
-        sha256: digest::file_sha256(file)?,
-    })
-}
-
 fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -320,14 +310,11 @@ pub fn build(req: &Request) -> anyhow::Result<Built> {
         .map(|p| digest::file_sha256(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let info = bootdir::version_of(&req.boot, &hashes)?;
-    let Some(version) = info.version else {
-        bail!(
-            "{} has no version.json with a `version` next to it (`make image` writes \
-             out/version.json): the ISO's name and volume id need the image version",
-            req.boot.display()
-        );
-    };
-    ::bundle::Version::parse("version.json field version", &version)?;
+    let version = bootdir::required_version(
+        &req.boot,
+        info.version,
+        "the ISO's name and volume id need the image version",
+    )?;
     let volume_id = volume_id(&version);
 
     // Staging tree and scratch files, next to the output.
@@ -360,25 +347,14 @@ pub fn build(req: &Request) -> anyhow::Result<Built> {
         esp::Payloads::Link,
     )?;
 
-    let mut esp_files = esp_tree
-        .files
-        .iter()
-        .map(|f| media_file(f, &esp_dir.join(f)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    esp_files.sort_by(|a, b| a.path.cmp(&b.path));
-    let root_len = std::fs::metadata(root_src)
-        .with_context(|| format!("cannot stat {}", root_src.display()))?
-        .len();
-    let manifest = Media {
-        version: version.clone(),
-        volume_id: volume_id.clone(),
-        root: MediaFile {
-            path: ROOT_PATH.to_string(),
-            size: root_len,
-            sha256: hashes[2].clone(),
-        },
-        esp: esp_files,
+    let root = MediaFile {
+        path: ROOT_PATH.to_string(),
+        size: std::fs::metadata(root_src)
+            .with_context(|| format!("cannot stat {}", root_src.display()))?
+            .len(),
+        sha256: hashes[2].clone(),
     };
+    let manifest = Media::describe(&version, root, &esp_dir, &esp_tree)?;
     let media_bytes = manifest.to_bytes()?;
     let media_sha256 = digest::bytes_sha256(&media_bytes);
     write(&tree.join(media::PATH), &media_bytes)?;

@@ -1,15 +1,20 @@
 //! `image-build netboot`: a directory a PXE machine boots from. It holds the
 //! three payloads `image-build disk` leaves in `OUT/boot` (kernel,
 //! initramfs, root squashfs; hard links when the file system allows, copies
-//! otherwise), an iPXE script `keelson.ipxe` and `netboot.json` (version,
-//! names, sizes and SHA-256s).
+//! otherwise), the install payload the boot ISO carries too (`esp/`, the
+//! installed disk's ESP tree, and `media.json` describing it and the root,
+//! see [`media`]), an iPXE script `keelson.ipxe` and `netboot.json`
+//! (version, names, sizes and SHA-256s).
 //!
 //! The script loads `vmlinuz` and `initramfs.img` by relative paths, which
 //! iPXE resolves against the script's own URL: the same directory works
 //! served over TFTP or HTTP. Stage 1 then fetches the root from
 //! `BASE_URL/rootfs.squashfs` over plain HTTP and uses it only if its
 //! SHA-256 is the one on the kernel command line: the hash, not TLS,
-//! protects the root (stage 1 has no clock or CA store for TLS).
+//! protects the root (stage 1 has no clock or CA store for TLS). To
+//! install, it fetches `BASE_URL/media.json`, checked against
+//! `keelson.media_sha256=` on the same command line, then each
+//! `BASE_URL/esp/PATH` it lists, checked against its hash there.
 //!
 //! Files in the output are hard links to the boot directory's when
 //! possible: replace one by renaming a new file over it, never by writing
@@ -25,6 +30,7 @@ use crate::bundle::PAYLOAD_FILES;
 use crate::digest;
 use crate::esp;
 use crate::manifest::Artifact;
+use crate::media::{self, Media, MediaFile};
 
 /// The iPXE script's file name in the output directory.
 pub const SCRIPT: &str = "keelson.ipxe";
@@ -34,6 +40,10 @@ pub const MANIFEST: &str = "netboot.json";
 
 /// The root squashfs's file name (the last of [`PAYLOAD_FILES`]).
 const ROOT_FILE: &str = PAYLOAD_FILES[2];
+
+/// The ESP tree's directory in the output ([`esp::stage`]; the ISO's
+/// `keelson/esp`).
+pub const ESP_DIR: &str = "esp";
 
 /// A `--base-url` or `--config-url` value that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -136,11 +146,18 @@ pub fn file_url(flag: &str, value: &str) -> Result<String, BadUrl> {
 }
 
 /// Kernel command line of a network boot: the console and panic settings
-/// of a disk boot ([`esp::cmdline`]), the root's URL and SHA-256 (hex) and,
+/// of a disk boot ([`esp::cmdline`]), the root's URL and SHA-256 (hex), the
+/// SHA-256 of the install payload's `media.json` (beside the root) and,
 /// optionally, where stage 1 fetches the first config from.
-pub fn cmdline(root_url: &str, root_sha256: &str, config_url: Option<&str>) -> String {
+pub fn cmdline(
+    root_url: &str,
+    root_sha256: &str,
+    media_sha256: &str,
+    config_url: Option<&str>,
+) -> String {
     let mut line = format!(
-        "{} {} keelson.root={root_url} keelson.root_sha256={root_sha256}",
+        "{} {} keelson.root={root_url} keelson.root_sha256={root_sha256} \
+         keelson.media_sha256={media_sha256}",
         esp::CONSOLE,
         esp::PANIC
     );
@@ -175,7 +192,8 @@ pub struct Request {
 /// `netboot.json`: what the directory holds.
 #[derive(Debug, Serialize)]
 pub struct NetbootManifest {
-    /// Image version, from the disk build's `version.json` when present.
+    /// Image version, from the disk build's `version.json` (required: the
+    /// install payload's `media.json` records it; always present).
     pub version: Option<String>,
     /// Build id, from the same `version.json`.
     pub build_id: Option<String>,
@@ -189,7 +207,8 @@ pub struct NetbootManifest {
     pub script: String,
     /// The kernel command line the script boots with.
     pub cmdline: String,
-    /// The payloads, then the script: name, size, SHA-256.
+    /// The payloads, the ESP tree's files (`esp/...`, sorted), `media.json`,
+    /// then the script: name (path in the directory), size, SHA-256.
     pub files: Vec<Artifact>,
 }
 
@@ -210,20 +229,59 @@ pub fn netboot(req: &Request) -> anyhow::Result<NetbootManifest> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let hashes: Vec<String> = files.iter().map(|a| a.sha256.clone()).collect();
     let bootdir::BuildInfo { version, build_id } = bootdir::version_of(&req.boot, &hashes)?;
+    let version = bootdir::required_version(
+        &req.boot,
+        version,
+        "the install payload's media.json needs the image version",
+    )?;
     std::fs::create_dir_all(&req.out)
         .with_context(|| format!("cannot create {}", req.out.display()))?;
-    for (src, name) in sources.iter().zip(PAYLOAD_FILES) {
-        let placed = link_or_copy(src, &req.out.join(name))?;
-        tracing::info!(file = name, ?placed, "payload placed");
+    let placed: Vec<PathBuf> = PAYLOAD_FILES.iter().map(|n| req.out.join(n)).collect();
+    for ((src, dst), name) in sources.iter().zip(&placed).zip(PAYLOAD_FILES) {
+        let how = link_or_copy(src, dst)?;
+        tracing::info!(file = name, placed = ?how, "payload placed");
     }
+
+    // The install payload, as on the ISO: the ESP tree (its kernel and
+    // initramfs links to the ones just placed) and media.json.
+    let esp_dir = req.out.join(ESP_DIR);
+    let esp_tree = esp::stage(
+        &esp_dir,
+        &placed[0],
+        &placed[1],
+        crate::DEFAULT_EPOCH,
+        esp::Payloads::Link,
+    )?;
+    let root = MediaFile {
+        path: ROOT_FILE.to_string(),
+        size: files[2].bytes,
+        sha256: hashes[2].clone(),
+    };
+    let media = Media::describe(&version, root, &esp_dir, &esp_tree)?;
+    files.extend(media.esp.iter().map(|f| Artifact {
+        name: format!("{ESP_DIR}/{}", f.path),
+        bytes: f.size,
+        sha256: f.sha256.clone(),
+    }));
+    let media_bytes = media.to_bytes()?;
+    let media_sha256 = digest::bytes_sha256(&media_bytes);
+    let media_path = req.out.join(media::FILE_NAME);
+    std::fs::write(&media_path, &media_bytes)
+        .with_context(|| format!("cannot write {}", media_path.display()))?;
+    files.push(Artifact {
+        name: media::FILE_NAME.to_string(),
+        bytes: media_bytes.len() as u64,
+        sha256: media_sha256.clone(),
+    });
+
     let root_url = format!("{base}/{ROOT_FILE}");
-    let line = cmdline(&root_url, &hashes[2], config.as_deref());
+    let line = cmdline(&root_url, &hashes[2], &media_sha256, config.as_deref());
     let script = req.out.join(SCRIPT);
     std::fs::write(&script, ipxe_script(&line))
         .with_context(|| format!("cannot write {}", script.display()))?;
     files.push(artifact(SCRIPT, &script)?);
     let manifest = NetbootManifest {
-        version,
+        version: Some(version),
         build_id,
         base_url: base,
         root_url,
@@ -261,14 +319,16 @@ mod tests {
     const HEX: &str = "5d41402abc4b2a76b9719d911017c5925d41402abc4b2a76b9719d911017c592";
 
     #[test]
-    fn the_script_boots_the_kernel_next_to_it_with_the_root_url_and_hash() {
-        let line = cmdline("http://10.0.2.100:8080/rootfs.squashfs", HEX, None);
+    fn the_script_boots_the_kernel_next_to_it_with_the_root_url_and_hashes() {
+        let media = "ab".repeat(32);
+        let line = cmdline("http://10.0.2.100:8080/rootfs.squashfs", HEX, &media, None);
         assert_eq!(
             ipxe_script(&line),
             format!(
                 "#!ipxe\n\
                  kernel vmlinuz console=ttyS0,115200 panic=10 \
-                 keelson.root=http://10.0.2.100:8080/rootfs.squashfs keelson.root_sha256={HEX}\n\
+                 keelson.root=http://10.0.2.100:8080/rootfs.squashfs keelson.root_sha256={HEX} \
+                 keelson.media_sha256={media}\n\
                  initrd initramfs.img\n\
                  boot\n"
             )
@@ -276,11 +336,13 @@ mod tests {
         let with_config = cmdline(
             "http://10.0.0.1/rootfs.squashfs",
             HEX,
+            &media,
             Some("http://10.0.0.1/node.yaml"),
         );
         assert!(
             with_config.ends_with(&format!(
-                "keelson.root_sha256={HEX} keelson.config=http://10.0.0.1/node.yaml"
+                "keelson.root_sha256={HEX} keelson.media_sha256={media} \
+                 keelson.config=http://10.0.0.1/node.yaml"
             )),
             "{with_config}"
         );
@@ -293,7 +355,7 @@ mod tests {
             .filter(|w| !w.starts_with("keelson."))
             .map(str::to_owned)
             .collect();
-        let net = cmdline("http://10.0.0.1/rootfs.squashfs", HEX, None);
+        let net = cmdline("http://10.0.0.1/rootfs.squashfs", HEX, HEX, None);
         let net: Vec<&str> = net
             .split(' ')
             .filter(|w| !w.starts_with("keelson."))
@@ -367,7 +429,8 @@ mod tests {
     }
 
     impl Fixture {
-        /// `out/boot/` with three small payloads.
+        /// `out/boot/` with three small payloads, `out/version.json` with
+        /// version 0.1.0 (no artifacts).
         fn new() -> Fixture {
             let dir = tempfile::tempdir().unwrap();
             let boot = dir.path().join("out/boot");
@@ -375,6 +438,11 @@ mod tests {
             for name in PAYLOAD_FILES {
                 std::fs::write(boot.join(name), format!("{name} bytes")).unwrap();
             }
+            std::fs::write(
+                dir.path().join("out/version.json"),
+                serde_json::json!({"version": "0.1.0", "build_id": "b"}).to_string(),
+            )
+            .unwrap();
             Fixture { dir }
         }
 
@@ -393,30 +461,84 @@ mod tests {
     }
 
     #[test]
-    fn netboot_links_the_payloads_and_writes_the_script_and_manifest() {
+    fn netboot_links_the_payloads_and_writes_the_install_payload_script_and_manifest() {
         let f = Fixture::new();
         let m = netboot(&f.request(Some("http://10.0.2.100:8080/node.yaml"))).unwrap();
+        let out = f.path("out/netboot");
         let root_hash = digest::bytes_sha256(b"rootfs.squashfs bytes");
-        let script = std::fs::read_to_string(f.path("out/netboot/keelson.ipxe")).unwrap();
+
+        // media.json: the ISO's format, the root beside it, the ESP under
+        // esp/; its hash is the script's.
+        let media_bytes = std::fs::read(out.join("media.json")).unwrap();
+        let media_hash = digest::bytes_sha256(&media_bytes);
+        let media: Media = serde_json::from_slice(&media_bytes).unwrap();
+        assert_eq!(media.to_bytes().unwrap(), media_bytes);
+        assert_eq!(media.version, "0.1.0");
+        assert_eq!(media.volume_id, crate::iso::volume_id("0.1.0"));
+        assert_eq!(
+            media.root,
+            MediaFile {
+                path: "rootfs.squashfs".into(),
+                size: 21,
+                sha256: root_hash.clone(),
+            }
+        );
+        let esp_paths: Vec<&str> = media.esp.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            esp_paths,
+            [
+                "A/initramfs.img",
+                "A/vmlinuz",
+                "EFI/BOOT/BOOTX64.EFI",
+                "grub/grub.cfg",
+                "grub/grubenv"
+            ]
+        );
+        for e in std::iter::once(&media.root).chain(&media.esp) {
+            let p = match e.path.as_str() {
+                "rootfs.squashfs" => out.join(&e.path),
+                esp_path => out.join("esp").join(esp_path),
+            };
+            let bytes = std::fs::read(&p).unwrap();
+            assert_eq!(bytes.len() as u64, e.size, "{}", e.path);
+            assert_eq!(digest::bytes_sha256(&bytes), e.sha256, "{}", e.path);
+        }
+        assert_eq!(
+            std::fs::read_to_string(out.join("esp/grub/grub.cfg")).unwrap(),
+            esp::grub_cfg()
+        );
+        assert!(out.join("esp/B").is_dir());
+        assert_eq!(std::fs::read_dir(out.join("esp/B")).unwrap().count(), 0);
+
+        let script = std::fs::read_to_string(out.join("keelson.ipxe")).unwrap();
         assert_eq!(
             script,
             format!(
                 "#!ipxe\nkernel vmlinuz console=ttyS0,115200 panic=10 \
                  keelson.root=http://10.0.2.100:8080/rootfs.squashfs \
-                 keelson.root_sha256={root_hash} keelson.config=http://10.0.2.100:8080/node.yaml\n\
+                 keelson.root_sha256={root_hash} keelson.media_sha256={media_hash} \
+                 keelson.config=http://10.0.2.100:8080/node.yaml\n\
                  initrd initramfs.img\nboot\n"
             )
         );
-        for name in PAYLOAD_FILES {
+        // The payloads and the ESP's kernel and initramfs are links to the
+        // boot directory's files.
+        for (name, placed) in [
+            ("vmlinuz", "vmlinuz"),
+            ("initramfs.img", "initramfs.img"),
+            ("rootfs.squashfs", "rootfs.squashfs"),
+            ("vmlinuz", "esp/A/vmlinuz"),
+            ("initramfs.img", "esp/A/initramfs.img"),
+        ] {
             let a = std::fs::metadata(f.path("out/boot").join(name)).unwrap();
-            let b = std::fs::metadata(f.path("out/netboot").join(name)).unwrap();
-            assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "{name} is linked");
+            let b = std::fs::metadata(out.join(placed)).unwrap();
+            assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "{placed} is linked");
         }
-        assert_eq!(m.version, None);
+        assert_eq!(m.version.as_deref(), Some("0.1.0"));
         let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(f.path("out/netboot/netboot.json")).unwrap())
-                .unwrap();
+            serde_json::from_slice(&std::fs::read(out.join("netboot.json")).unwrap()).unwrap();
         assert_eq!(json["base_url"], "http://10.0.2.100:8080");
+        assert_eq!(json["version"], "0.1.0");
         let names: Vec<&str> = json["files"]
             .as_array()
             .unwrap()
@@ -429,19 +551,54 @@ mod tests {
                 "vmlinuz",
                 "initramfs.img",
                 "rootfs.squashfs",
+                "esp/A/initramfs.img",
+                "esp/A/vmlinuz",
+                "esp/EFI/BOOT/BOOTX64.EFI",
+                "esp/grub/grub.cfg",
+                "esp/grub/grubenv",
+                "media.json",
                 "keelson.ipxe"
             ]
         );
+        // Every listed file is there with its size and hash.
+        for a in json["files"].as_array().unwrap() {
+            let name = a["name"].as_str().unwrap();
+            let bytes = std::fs::read(out.join(name)).unwrap();
+            assert_eq!(a["bytes"], bytes.len(), "{name}");
+            assert_eq!(a["sha256"], digest::bytes_sha256(&bytes).as_str(), "{name}");
+        }
         assert_eq!(json["files"][2]["sha256"], root_hash.as_str());
         assert_eq!(json["files"][2]["bytes"], 21);
-        // Again: the links are already there.
+        assert_eq!(json["files"][8]["sha256"], media_hash.as_str());
+
+        // Same inputs, same bytes: in another directory, and again over
+        // this one (the links are already there).
+        let mut elsewhere = f.request(Some("http://10.0.2.100:8080/node.yaml"));
+        elsewhere.out = f.path("elsewhere");
+        netboot(&elsewhere).unwrap();
+        for name in &names {
+            assert_eq!(
+                std::fs::read(out.join(name)).unwrap(),
+                std::fs::read(f.path("elsewhere").join(name)).unwrap(),
+                "{name}"
+            );
+        }
         assert_eq!(
-            link_or_copy(&f.path("out/boot/vmlinuz"), &f.path("out/netboot/vmlinuz")).unwrap(),
+            std::fs::read(out.join("netboot.json")).unwrap(),
+            std::fs::read(f.path("elsewhere/netboot.json")).unwrap()
+        );
+        assert_eq!(
+            link_or_copy(&f.path("out/boot/vmlinuz"), &out.join("vmlinuz")).unwrap(),
             Placed::AlreadyThere
         );
         netboot(&f.request(None)).unwrap();
-        let script = std::fs::read_to_string(f.path("out/netboot/keelson.ipxe")).unwrap();
+        let script = std::fs::read_to_string(out.join("keelson.ipxe")).unwrap();
         assert!(!script.contains("keelson.config"), "{script}");
+        assert!(
+            script.contains(&format!("keelson.media_sha256={media_hash}\n")),
+            "{script}"
+        );
+        assert_eq!(std::fs::read(out.join("media.json")).unwrap(), media_bytes);
     }
 
     #[test]
@@ -479,6 +636,14 @@ mod tests {
         req.out = f.path("elsewhere");
         let err = format!("{:#}", netboot(&req).unwrap_err());
         assert!(err.contains("--config-url"), "{err}");
+        // The install payload's media.json needs the version.
+        std::fs::remove_file(f.path("out/version.json")).unwrap();
+        let err = format!("{:#}", netboot(&f.request(None)).unwrap_err());
+        assert!(err.contains("version.json"), "{err}");
+        assert!(err.contains("media.json"), "{err}");
+        std::fs::write(f.path("out/version.json"), r#"{"version":"1.0/../x"}"#).unwrap();
+        let err = format!("{:#}", netboot(&f.request(None)).unwrap_err());
+        assert!(err.contains("version.json field version"), "{err}");
         std::fs::remove_file(f.path("out/boot/rootfs.squashfs")).unwrap();
         let err = format!("{:#}", netboot(&f.request(None)).unwrap_err());
         assert!(err.contains("rootfs.squashfs is missing"), "{err}");

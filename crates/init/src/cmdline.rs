@@ -42,6 +42,9 @@ pub struct NetRoot {
     pub url: String,
     /// Its SHA-256, lower-case hex (`keelson.root_sha256=`).
     pub sha256: String,
+    /// SHA-256 of the install payload's manifest (`media.json` beside the
+    /// root), when the boot script names one (`keelson.media_sha256=`).
+    pub install_sha256: Option<String>,
 }
 
 /// A root on boot media (`keelson.media=VOLUME_ID
@@ -153,16 +156,25 @@ fn net_root(text: &str) -> (Option<NetRoot>, Option<String>) {
             ),
         );
     }
-    match sha256_param("keelson.root_sha256", sha) {
-        Ok(sha256) => (
-            Some(NetRoot {
-                url: url.to_string(),
-                sha256,
-            }),
-            None,
-        ),
-        Err(e) => (None, Some(e)),
-    }
+    let sha256 = match sha256_param("keelson.root_sha256", sha) {
+        Ok(s) => s,
+        Err(e) => return (None, Some(e)),
+    };
+    let install_sha256 = match last_value(text, "keelson.media_sha256") {
+        None => None,
+        Some(v) => match sha256_param("keelson.media_sha256", v) {
+            Ok(s) => Some(s),
+            Err(e) => return (None, Some(e)),
+        },
+    };
+    (
+        Some(NetRoot {
+            url: url.to_string(),
+            sha256,
+            install_sha256,
+        }),
+        None,
+    )
 }
 
 /// 64 hex digits, or an error naming `param`.
@@ -342,9 +354,23 @@ mod tests {
             Some(NetRoot {
                 url: "http://10.0.2.100:8080/rootfs.squashfs".into(),
                 sha256: SHA.into(),
+                install_sha256: None,
             })
         );
         assert!(ok.network_boot());
+        let payload = parse(&format!(
+            "keelson.root=http://10.0.0.1/r.sqfs keelson.root_sha256={SHA} keelson.media_sha256={SHA}"
+        ));
+        assert_eq!(
+            payload.net_root.map(|r| r.install_sha256),
+            Some(Some(SHA.to_string()))
+        );
+        let bad = parse(&format!(
+            "keelson.root=http://10.0.0.1/r.sqfs keelson.root_sha256={SHA} keelson.media_sha256=zz"
+        ));
+        assert!(bad
+            .net_root_error
+            .is_some_and(|e| e.contains("keelson.media_sha256")));
         assert!(ok.warnings.is_empty(), "no slot warning: {:?}", ok.warnings);
 
         let with_hash = |root: &str| format!("{root} keelson.root_sha256={SHA}");
@@ -435,7 +461,7 @@ mod tests {
                 let line = format!("{before} keelson.root={url} keelson.root_sha256={sha}");
                 let c = parse(&line);
                 prop_assert!(c.network_boot());
-                prop_assert_eq!(c.net_root, Some(NetRoot { url, sha256: sha }));
+                prop_assert_eq!(c.net_root, Some(NetRoot { url, sha256: sha, install_sha256: None }));
             }
         }
     }

@@ -1,4 +1,5 @@
-//! The installer: a live node (booted from the ISO, running from RAM)
+//! The installer: a live node (booted from the ISO or the network,
+//! running from RAM)
 //! given a config with `machine.install` writes itself to a disk and
 //! reboots into it. [`prepare`] does every check first (the disk chosen by
 //! the selector, not the media itself, blank or `wipe: true`, large enough,
@@ -22,8 +23,44 @@ use disk_layout::{Extent, TooSmall};
 use machine_config::install_disk::{self, SelectError};
 use machine_config::schema::Install;
 
+use crate::bootstate::BootState;
 use crate::media::manifest::{self, MediaManifest};
-use crate::media::{MediaRecord, INSTALL_PAYLOAD};
+use crate::media::{INSTALL_PAYLOAD, PAYLOAD_MANIFEST};
+
+/// A node running live, from RAM, that may install: booted from the ISO
+/// or from the network.
+#[derive(Clone, Debug)]
+pub struct LiveBoot {
+    /// Where it booted from, for messages (`media KEELSON_0_1_0`,
+    /// `http://...`).
+    pub from: String,
+    /// The boot media's block device, never an install target.
+    pub source: Option<String>,
+    /// The loop device the root runs from.
+    pub root_device: PathBuf,
+    /// Whether stage 1 got the install payload.
+    pub install_payload: bool,
+}
+
+impl LiveBoot {
+    /// The live boot this boot state describes, if it is one.
+    pub fn of(st: &BootState) -> Option<LiveBoot> {
+        if let Some(m) = &st.media {
+            return Some(LiveBoot {
+                from: format!("media {}", m.volume_id),
+                source: Some(m.source.clone()),
+                root_device: PathBuf::from(&m.device),
+                install_payload: m.install_payload,
+            });
+        }
+        st.net_root.as_ref().map(|r| LiveBoot {
+            from: r.url.clone(),
+            source: None,
+            root_device: PathBuf::from(&r.device),
+            install_payload: r.install_payload,
+        })
+    }
+}
 
 /// Why the node will not install (nothing was written), or why an install
 /// stopped.
@@ -119,22 +156,22 @@ impl Target {
     }
 }
 
-/// The install payload of a media boot.
-fn payload(media: &MediaRecord) -> Result<Payload, InstallError> {
-    if !media.install_payload {
+/// The install payload stage 1 got.
+fn payload(live: &LiveBoot) -> Result<Payload, InstallError> {
+    if !live.install_payload {
         return Err(InstallError::NoPayload(format!(
-            "stage 1 could not copy the install payload from {} (see the boot console)",
-            media.volume_id
+            "stage 1 got no install payload from {} (see the boot console; a network boot needs keelson.media_sha256= from `make netboot`)",
+            live.from
         )));
     }
     let dir = Path::new(INSTALL_PAYLOAD);
-    let path = dir.join("media.json");
+    let path = dir.join(PAYLOAD_MANIFEST);
     let bytes = std::fs::read(&path).map_err(io("read", &path))?;
     let manifest = manifest::parse(&bytes).map_err(|e| InstallError::NoPayload(e.to_string()))?;
     Ok(Payload {
         manifest,
         esp_dir: dir.join("esp"),
-        root: PathBuf::from(&media.device),
+        root: live.root_device.clone(),
     })
 }
 
@@ -159,11 +196,11 @@ fn head(dev: &Path) -> Result<Vec<u8>, InstallError> {
 /// boot media, blank unless `wipe`, and large enough.
 pub fn prepare(
     install: &Install,
-    media: &MediaRecord,
+    live: &LiveBoot,
     sys_block: &Path,
     dev_dir: &Path,
 ) -> Result<Target, InstallError> {
-    let payload = payload(media)?;
+    let payload = payload(live)?;
     let all = disks::scan(sys_block, dev_dir);
     let facts: Vec<_> = all.iter().map(|d| d.facts.clone()).collect();
     let chosen = install_disk::select(&install.disk, &facts)?;
@@ -178,7 +215,7 @@ pub fn prepare(
         disk.dev.display(),
         install_disk::describe(&disk.facts)
     );
-    if media.source == disk.dev.display().to_string() {
+    if live.source.as_deref() == Some(&*disk.dev.display().to_string()) {
         return Err(InstallError::BootMedia { disk: described });
     }
     let extents = disk_layout::plan(disk.facts.size_bytes, true).map_err(|source| {

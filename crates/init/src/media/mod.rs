@@ -36,6 +36,8 @@ const MEDIA_MOUNT: &str = "/media";
 pub const STAGE1_PAYLOAD: &str = "/install-payload";
 /// The install payload as stage 2 sees it: `media.json` and `esp/`.
 pub const INSTALL_PAYLOAD: &str = "/run/keelson/install";
+/// The manifest's name in the payload directory.
+pub const PAYLOAD_MANIFEST: &str = "media.json";
 /// The manifest inside the media.
 const MANIFEST: &str = "keelson/media.json";
 /// The ESP files' base inside the media.
@@ -119,6 +121,9 @@ enum AttemptError {
     /// The loop device could not be set up.
     #[error("loop device: {0}")]
     Loop(#[from] crate::loopdev::LoopError),
+    /// The install payload's directory could not be made.
+    #[error("install payload: {0}")]
+    Payload(String),
 }
 
 fn io(what: &'static str, path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> AttemptError {
@@ -289,15 +294,11 @@ fn copy_from_media(
     })
 }
 
-/// Copies the ESP files and the manifest into a fresh tmpfs at
-/// [`STAGE1_PAYLOAD`].
-fn copy_payload(
-    m: &MediaManifest,
-    manifest_bytes: &[u8],
-    progress: &dyn Fn(),
-) -> Result<(), AttemptError> {
+/// Stage 1's payload directory ([`STAGE1_PAYLOAD`]), a tmpfs mounted on
+/// first use (it moves into the new root's `/run` at the switch).
+pub fn payload_dir() -> Result<PathBuf, String> {
     let dir = Path::new(STAGE1_PAYLOAD);
-    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {STAGE1_PAYLOAD}: {e}"))?;
     if !mounts::is_mounted(&mounts::current(), dir) {
         mounts::mount(
             "tmpfs",
@@ -305,17 +306,37 @@ fn copy_payload(
             "tmpfs",
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some("mode=0700"),
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
     }
+    Ok(dir.to_path_buf())
+}
+
+/// Where, in the payload directory, the ESP file `path` goes (its parent
+/// directories created).
+pub fn payload_esp_file(dir: &Path, path: &str) -> Result<PathBuf, String> {
+    let to = dir.join("esp").join(path);
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+    }
+    Ok(to)
+}
+
+/// Copies the ESP files and the manifest into a fresh tmpfs at
+/// [`STAGE1_PAYLOAD`].
+fn copy_payload(
+    m: &MediaManifest,
+    manifest_bytes: &[u8],
+    progress: &dyn Fn(),
+) -> Result<(), AttemptError> {
+    let dir = payload_dir().map_err(AttemptError::Payload)?;
+    let dir = dir.as_path();
     let base = Path::new(MEDIA_MOUNT).join(ESP_BASE);
     for f in &m.esp {
-        let to = dir.join("esp").join(&f.path);
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(io("create", parent))?;
-        }
+        let to = payload_esp_file(dir, &f.path).map_err(AttemptError::Payload)?;
         copy_checked(&base.join(&f.path), &to, f, progress)?;
     }
-    let to = dir.join("media.json");
+    let to = dir.join(PAYLOAD_MANIFEST);
     std::fs::write(&to, manifest_bytes).map_err(io("write", &to))?;
     Ok(())
 }

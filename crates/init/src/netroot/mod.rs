@@ -43,6 +43,10 @@ pub struct NetRootRecord {
     pub attempts: u32,
     /// The loop device it is mounted from.
     pub device: String,
+    /// Whether the install payload (`media.json` and the EFI partition's
+    /// files beside the root) was fetched: the node can install.
+    #[serde(default)]
+    pub install_payload: bool,
 }
 
 /// Why an attempt failed (printed, then retried).
@@ -91,7 +95,7 @@ async fn retry_until_fetched(
         progress();
         let started = Instant::now();
         match one_attempt(root, progress).await {
-            Ok((device, bytes)) => {
+            Ok((device, bytes, install_payload)) => {
                 console::marker(&format!(
                     "netboot root ok url={} bytes={bytes} sha256={} attempt={attempt} took_ms={} device={}",
                     root.url,
@@ -105,6 +109,7 @@ async fn retry_until_fetched(
                     bytes,
                     attempts: attempt,
                     device: device.display().to_string(),
+                    install_payload,
                 };
                 return (device, record);
             }
@@ -125,7 +130,7 @@ async fn retry_until_fetched(
 async fn one_attempt(
     root: &NetRoot,
     progress: &(dyn Fn() + Sync),
-) -> Result<(PathBuf, u64), AttemptError> {
+) -> Result<(PathBuf, u64, bool), AttemptError> {
     let names = network::ethernet_interfaces(Path::new("/sys/class/net"));
     if names.is_empty() {
         return Err(AttemptError::NoInterface);
@@ -145,14 +150,32 @@ async fn one_attempt(
                 let total = total.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
                 console::marker(&format!("netboot root received={received} total={total}"));
             };
-            fetch::fetch(&root.url, Path::new(ROOT_FILE), &root.sha256, &mut shown)
+            let fetched = fetch::fetch(&root.url, Path::new(ROOT_FILE), &root.sha256, &mut shown)
                 .await
-                .map_err(AttemptError::from)
+                .map_err(AttemptError::from);
+            // The install payload: its absence costs the ability to
+            // install, not the boot.
+            let payload = match (&fetched, &root.install_sha256) {
+                (Ok(_), Some(sha)) => match fetch_payload(&root.url, sha).await {
+                    Ok(files) => {
+                        console::marker(&format!("netboot install payload ok files={files}"));
+                        true
+                    }
+                    Err(e) => {
+                        console::marker(&format!(
+                            "netboot install payload missing error=\"{e}\": this node can run but not install"
+                        ));
+                        false
+                    }
+                },
+                _ => false,
+            };
+            fetched.map(|bytes| (bytes, payload))
         }
     };
     network::release(&state).await;
-    let bytes = match result {
-        Ok(bytes) => bytes,
+    let (bytes, payload) = match result {
+        Ok(r) => r,
         Err(e) => {
             // Free the RAM a wrong or partial root took.
             let _ = std::fs::remove_file(ROOT_FILE);
@@ -160,5 +183,45 @@ async fn one_attempt(
         }
     };
     let device = crate::loopdev::attach_read_only(Path::new(ROOT_FILE))?;
-    Ok((device, bytes))
+    Ok((device, bytes, payload))
+}
+
+/// Largest `media.json` fetched.
+const MANIFEST_LIMIT: u64 = 1024 * 1024;
+
+/// Fetches the install payload beside the root (`media.json`, checked
+/// against `manifest_sha256`, then every ESP file it lists, each checked by
+/// its hash and size) into stage 1's payload directory; returns the number
+/// of files.
+async fn fetch_payload(root_url: &str, manifest_sha256: &str) -> Result<usize, String> {
+    use sha2::{Digest as _, Sha256};
+    let base = root_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(root_url);
+    let url = format!("{base}/{}", crate::media::PAYLOAD_MANIFEST);
+    let bytes = fetch::fetch_bytes(&url, MANIFEST_LIMIT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if actual != manifest_sha256 {
+        return Err(format!(
+            "{url}: SHA-256 {actual}, but keelson.media_sha256 is {manifest_sha256}"
+        ));
+    }
+    let m = crate::media::manifest::parse(&bytes).map_err(|e| e.to_string())?;
+    let dir = crate::media::payload_dir()?;
+    for f in &m.esp {
+        let to = crate::media::payload_esp_file(&dir, &f.path)?;
+        let url = format!("{base}/esp/{}", f.path);
+        let got = fetch::fetch(&url, &to, &f.sha256, &mut |_, _| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        if got != f.size {
+            return Err(format!("{url}: {got} bytes, media.json says {}", f.size));
+        }
+    }
+    let to = dir.join(crate::media::PAYLOAD_MANIFEST);
+    std::fs::write(&to, &bytes).map_err(|e| format!("write {}: {e}", to.display()))?;
+    Ok(m.esp.len())
 }

@@ -211,27 +211,19 @@ impl NodeCtl {
         let old = self.config();
         let mut plan = node_plan(old.as_deref(), &new);
         let mut warnings = warnings;
-        if let Some(install) = &new.machine.install {
-            let (media, net_root) = {
-                let st = self.state();
-                (st.media.clone(), st.net_root.is_some())
+        // A live node (ISO or network boot) given an install target
+        // installs; an installed node keeps the setting for the record.
+        let live = crate::install::LiveBoot::of(&self.state());
+        if let (Some(install), Some(live)) = (&new.machine.install, live) {
+            let out = ApplyOutcome {
+                plan,
+                outcome: String::new(),
+                generation: 0,
+                warnings,
+                revert_at_unix_ms: 0,
+                reboot_required: true,
             };
-            if let Some(media) = media {
-                let out = ApplyOutcome {
-                    plan,
-                    outcome: String::new(),
-                    generation: 0,
-                    warnings,
-                    revert_at_unix_ms: 0,
-                    reboot_required: true,
-                };
-                return self.apply_install(&req, install, media, out).await;
-            }
-            if net_root {
-                warnings.push(
-                    "machine.install: only a node booted from the ISO installs; this node booted from the network and runs from RAM".into(),
-                );
-            }
+            return self.apply_install(&req, install, live, out).await;
         }
         if self.state().in_ram.iter().any(|p| p == "STATE") {
             let (kept, dropped) = ram_state_plan(plan, req.mode)?;

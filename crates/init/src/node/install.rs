@@ -1,4 +1,5 @@
-//! ApplyConfiguration on a live node (booted from the ISO) whose config
+//! ApplyConfiguration on a live node (booted from the ISO or the network)
+//! whose config
 //! has `machine.install`: every check first, in the call (a refusal
 //! changes nothing and says why); then the install runs in the background,
 //! its progress on the console and in `nodectl events`, and the node
@@ -15,7 +16,7 @@ use super::config_apply::{ApplyError, ApplyOutcome, ApplyRequest};
 use super::{NodeCtl, ShutdownRequest};
 use crate::config_store::NewGeneration;
 use crate::install::write::{Progress, Report};
-use crate::media::MediaRecord;
+use crate::install::LiveBoot;
 use crate::shutdown::Ending;
 
 /// Progress is reported at least every this many bytes within a phase.
@@ -28,7 +29,7 @@ impl NodeCtl {
         &self,
         req: &ApplyRequest,
         install: &Install,
-        media: MediaRecord,
+        live: LiveBoot,
         mut out: ApplyOutcome,
     ) -> Result<ApplyOutcome, ApplyError> {
         if self.inner.installing.load(Ordering::SeqCst) {
@@ -39,7 +40,7 @@ impl NodeCtl {
         }
         let target = crate::install::prepare(
             install,
-            &media,
+            &live,
             std::path::Path::new("/sys/block"),
             std::path::Path::new("/dev"),
         )
@@ -63,15 +64,18 @@ impl NodeCtl {
         crate::console::marker(&format!(
             "install started disk={} version={} erases=\"{}\"",
             target.disk.dev.display(),
-            media.version,
+            target.payload.manifest.version,
             target.erases.join(", ")
         ));
         self.events.emit(
             "install-started",
-            format!("installing version {} to {disk}", media.version),
+            format!(
+                "installing version {} to {disk}",
+                target.payload.manifest.version
+            ),
             &[
                 ("disk", target.disk.dev.display().to_string()),
-                ("version", media.version.clone()),
+                ("version", target.payload.manifest.version.clone()),
             ],
         );
         let meta = NewGeneration {
