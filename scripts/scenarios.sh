@@ -22,12 +22,11 @@ CARGO=${CARGO:-cargo}
 # The lanes when all run, balanced by their times measured side by side on
 # two cores (session 5): boot 829 s + api 202 s | upgrade 965 s + drain
 # 41 s + control_plane 29 s (the two without a VM last, beside nothing);
-# netboot (session 6: 109 s alone) joins the shorter lane; install
-# (session 7: 169 s alone) joins upgrade, and the two without a VM move
-# over: boot 813 + api 210 + netboot 113 + drain 45 + control_plane 34
-# | upgrade 984 + install ~230 (side by side, session 6's CI times).
-lane_a=(boot api netboot drain control_plane)
-lane_b=(upgrade install)
+# netboot (session 7: 188 s alone, it installs now) and install (169 s
+# alone): boot 813 + api 210 + netboot ~250 | upgrade 984 + install ~230
+# + drain 45 + control_plane 34 (side by side, session 6's CI times).
+lane_a=(boot api netboot)
+lane_b=(upgrade install drain control_plane)
 if [ "$#" -gt 0 ]; then
     wanted=("$@")
     # Given names: the first alone, the rest in the other lane.
