@@ -117,7 +117,7 @@ test: deps kube unit scenarios
 demo: image
 	$(HOST_BIN)/demo
 
-bench: image image-v2
+bench: image image-v2 iso
 	$(CARGO) run --release --locked -q -p machine-config --example parse_bench > bench/.parse.md
 	$(CARGO) build --release --locked -q -p apid --bins --examples
 	$(TARGET_DIR)/release/examples/version_load 64 10 > bench/.apid.md
@@ -146,7 +146,12 @@ bench: image image-v2
 	# Bundle reader throughput on the host (issue 7).
 	printf "\n" >> bench/results.md
 	$(CARGO) run --release --locked -q -p bundle --example throughput >> bench/results.md
-	rm -rf bench/.parse.md bench/.apid.md bench/.upgrade.md bench/.peer-inputs bench/.peer-dir
+	# Install from the ISO: its sizes, and power-on to installed and
+	# running (issue 8; two runs, ~5 min).
+	$(TARGET_DIR)/release/bench install --out bench/.install.md
+	printf "\n" >> bench/results.md
+	cat bench/.install.md >> bench/results.md
+	rm -rf bench/.parse.md bench/.apid.md bench/.upgrade.md bench/.install.md bench/.peer-inputs bench/.peer-dir
 	@echo "wrote bench/results.md"
 
 fuzz:

@@ -38,8 +38,13 @@
 //!
 //! `bench upgrade --out FILE`: the A/B upgrade benchmark alone (issue 7,
 //! see `upgrade.rs`), its own section written to FILE.
+//!
+//! `bench install --out FILE [--runs N]`: the boot ISO's sizes and power-on
+//! to installed-and-running from it (issue 8, see `install.rs`), its own
+//! section written to FILE.
 
 mod drain;
+mod install;
 mod upgrade;
 
 use std::collections::BTreeMap;
@@ -206,6 +211,7 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let result = match argv.split_first() {
         Some((first, rest)) if first == "upgrade" => upgrade::main(rest),
+        Some((first, rest)) if first == "install" => install::main(rest),
         _ => parse_args().and_then(|args| run(&args)),
     };
     match result {
