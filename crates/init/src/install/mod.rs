@@ -80,6 +80,14 @@ pub enum InstallError {
         /// The disk.
         disk: String,
     },
+    /// The disk (or one of its partitions) is mounted: the node uses it.
+    #[error("machine.install.disk: {disk} is in use: {mounts}; nothing was written (a node that runs from this disk cannot install onto it)")]
+    InUse {
+        /// The disk, described.
+        disk: String,
+        /// What is mounted where.
+        mounts: String,
+    },
     /// The disk holds data and `wipe` is not set.
     #[error("machine.install.disk: {disk} holds {found}; nothing was written (set machine.install.wipe: true to erase it)")]
     NotEmpty {
@@ -191,6 +199,24 @@ fn head(dev: &Path) -> Result<Vec<u8>, InstallError> {
     Ok(buf)
 }
 
+/// The mounts (`/dev/vda4 on /var`) of `disk` or its partitions.
+fn in_use(disk: &disks::Disk, table: &[crate::mounts::MountInfo]) -> Vec<String> {
+    let dev = disk.dev.display().to_string();
+    let mut names: Vec<String> = vec![dev.clone()];
+    if let Some(dir) = disk.dev.parent() {
+        names.extend(
+            disk.partitions
+                .iter()
+                .map(|p| dir.join(p).display().to_string()),
+        );
+    }
+    table
+        .iter()
+        .filter(|m| names.contains(&m.source))
+        .map(|m| format!("{} on {}", m.source, m.mount_point.display()))
+        .collect()
+}
+
 /// Every check of an install, with nothing written: the payload, the disk
 /// the selector names (under `sys_block`/`dev_dir`), that it is not the
 /// boot media, blank unless `wipe`, and large enough.
@@ -218,6 +244,13 @@ pub fn prepare(
     if live.source.as_deref() == Some(&*disk.dev.display().to_string()) {
         return Err(InstallError::BootMedia { disk: described });
     }
+    let in_use = in_use(&disk, &crate::mounts::current());
+    if !in_use.is_empty() {
+        return Err(InstallError::InUse {
+            disk: described,
+            mounts: in_use.join(", "),
+        });
+    }
     let extents = disk_layout::plan(disk.facts.size_bytes, true).map_err(|source| {
         InstallError::TooSmall {
             disk: described.clone(),
@@ -240,4 +273,33 @@ pub fn prepare(
         erases: found,
         payload,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use machine_config::install_disk::DiskFacts;
+
+    #[test]
+    fn a_disk_with_a_mounted_partition_is_in_use() {
+        let disk = disks::Disk {
+            facts: DiskFacts {
+                name: "vda".into(),
+                ..Default::default()
+            },
+            dev: PathBuf::from("/dev/vda"),
+            partitions: vec!["vda4".into(), "vda5".into()],
+        };
+        let table = crate::mounts::parse_mountinfo(
+            "22 1 254:5 / /var rw,relatime shared:1 - ext4 /dev/vda5 rw\n\
+             23 1 0:21 / /run rw - tmpfs tmpfs rw\n",
+        );
+        assert_eq!(in_use(&disk, &table), ["/dev/vda5 on /var"]);
+        let other = disks::Disk {
+            dev: PathBuf::from("/dev/vdb"),
+            partitions: Vec::new(),
+            ..disk
+        };
+        assert!(in_use(&other, &table).is_empty());
+    }
 }

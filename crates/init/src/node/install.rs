@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use machine_config::schema::Install;
 
-use super::config_apply::{ApplyError, ApplyOutcome, ApplyRequest};
+use super::config_apply::{ApplyError, ApplyMode, ApplyOutcome, ApplyRequest};
 use super::{NodeCtl, ShutdownRequest};
 use crate::config_store::NewGeneration;
 use crate::install::write::{Progress, Report};
@@ -32,6 +32,15 @@ impl NodeCtl {
         live: LiveBoot,
         mut out: ApplyOutcome,
     ) -> Result<ApplyOutcome, ApplyError> {
+        if matches!(
+            req.mode,
+            ApplyMode::NoReboot | ApplyMode::Try | ApplyMode::Staged
+        ) {
+            return Err(ApplyError::Unsupported(format!(
+                "machine.install on a live node installs and reboots now: mode {} cannot do that (use auto or reboot)",
+                req.mode.as_str()
+            )));
+        }
         if self.inner.installing.load(Ordering::SeqCst) {
             return Err(ApplyError::Unsupported(
                 "an install is under way: wait for the node to reboot into it (nodectl events)"
