@@ -679,9 +679,28 @@ fn kubeconfig(server: &str, ca: &Path, cert: &Path, key: &Path) -> String {
     )
 }
 
-/// A free TCP port on 127.0.0.1 (free when checked; the caller binds it
-/// soon after).
+/// A free TCP port on 127.0.0.1 for a server this process starts: a random
+/// one below the kernel's ephemeral range (20000-32767), checked by binding
+/// it, never one this process handed out before. Two scenarios start their
+/// control planes at the same moment in two lanes: asking the kernel for
+/// port 0 in both gave them the same port once (etcd: "address already in
+/// use"); random picks from a range the kernel does not hand out make that
+/// unlikely.
 pub fn free_port() -> Result<u16, ControlPlaneError> {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..256 {
+        let mut b = [0u8; 2];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .map_err(ControlPlaneError::Port)?;
+        let port = 20000 + u16::from_le_bytes(b) % 12768;
+        if given.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        given.push(port);
+        return Ok(port);
+    }
     let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(ControlPlaneError::Port)?;
     Ok(listener
         .local_addr()

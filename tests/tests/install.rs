@@ -220,6 +220,26 @@ fn the_iso_installs_to_the_disk_its_config_names_and_the_disk_boots_like_the_raw
         "an ambiguous selector is refused: {r:?}"
     );
     assert_eq!(ext4_label(&used), "data", "the refused disk is untouched");
+    // An install reboots: a mode that promises no reboot is refused.
+    let file = configs.join("no-reboot.yaml");
+    std::fs::write(&file, with_install(&cluster, by_id.clone(), false)).unwrap();
+    let r = nodectl.run(
+        None,
+        &[
+            "--insecure",
+            "--fingerprint",
+            &fp,
+            "apply-config",
+            "--mode",
+            "no-reboot",
+            "-f",
+            &file.display().to_string(),
+        ],
+    );
+    assert!(
+        r.code != 0 && r.stderr.contains("installs and reboots"),
+        "an install in no-reboot mode is refused: {r:?}"
+    );
 
     // 4. The half-written target is taken again without wipe: installs,
     // reboots, and boots from the disk with the CD ejected.
