@@ -261,8 +261,19 @@ pub fn by_id_names(
         DiskBus::Other => None,
     };
     names.extend(main);
+    // The kernel's wwid carries the designator type (`naa.5000c500...`,
+    // `eui.0025...`, `t10.ATA ...`): udev names an NAA identifier
+    // `wwn-0x<hex>` and an NVMe EUI `nvme-eui.<hex>`; anything else keeps
+    // the kernel's text.
     if let Some(w) = clean(wwid) {
-        names.push(format!("wwn-{w}"));
+        let w = w.to_ascii_lowercase();
+        if let Some(hex) = w.strip_prefix("naa.") {
+            names.push(format!("wwn-0x{hex}"));
+        } else if let (Some(_), DiskBus::Nvme) = (w.strip_prefix("eui."), bus) {
+            names.push(format!("nvme-{w}"));
+        } else {
+            names.push(format!("wwn-{w}"));
+        }
     }
     names
 }
@@ -273,6 +284,24 @@ mod tests {
     use super::*;
 
     const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn wwids_are_named_as_udev_names_them() {
+        let scsi = by_id_names(
+            DiskBus::Scsi,
+            None,
+            Some("Z1"),
+            Some("naa.5000C500A1B2C3D4"),
+        );
+        assert_eq!(scsi, ["scsi-Z1", "wwn-0x5000c500a1b2c3d4"]);
+        let nvme = by_id_names(
+            DiskBus::Nvme,
+            Some("Samsung SSD"),
+            Some("S4"),
+            Some("eui.0025385b71b0a1b2"),
+        );
+        assert_eq!(nvme, ["nvme-Samsung_SSD_S4", "nvme-eui.0025385b71b0a1b2"]);
+    }
 
     fn disk(name: &str, gib: u64) -> DiskFacts {
         DiskFacts {
