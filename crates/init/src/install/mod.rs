@@ -156,12 +156,17 @@ pub struct Target {
 impl Target {
     /// One line naming the disk for messages.
     pub fn describe(&self) -> String {
-        format!(
-            "{} ({})",
-            self.disk.dev.display(),
-            install_disk::describe(&self.disk.facts)
-        )
+        describe(&self.disk)
     }
+}
+
+/// `/dev/vdb (vdb 4.0 GiB ... by-id virtio-x)`: a disk named in messages.
+fn describe(disk: &disks::Disk) -> String {
+    format!(
+        "{} ({})",
+        disk.dev.display(),
+        install_disk::describe(&disk.facts)
+    )
 }
 
 /// The install payload stage 1 got.
@@ -236,11 +241,7 @@ pub fn prepare(
             chosen.name
         )));
     };
-    let described = format!(
-        "{} ({})",
-        disk.dev.display(),
-        install_disk::describe(&disk.facts)
-    );
+    let described = describe(&disk);
     if live.source.as_deref() == Some(&*disk.dev.display().to_string()) {
         return Err(InstallError::BootMedia { disk: described });
     }

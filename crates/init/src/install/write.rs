@@ -130,26 +130,18 @@ pub async fn run(
     }
 
     say("esp", root_total);
-    let esp = *extent(t, "EFI")?;
-    let window = crate::loopdev::Window::attach(&t.disk.dev, esp.offset, esp.size)
-        .map_err(|e| InstallError::Step(format!("EFI partition: {e}")))?;
     let volume_id = hex::encode(random_bytes::<4>()?);
-    mkfs(
-        sup,
-        "mkfs.fat",
-        &[
-            "-F",
-            "32",
-            "-s",
-            "1",
-            "-n",
-            disk_layout::ESP_LABEL,
-            "-i",
-            &volume_id,
-        ],
-        window.dev(),
-    )
-    .await?;
+    let fat_args = [
+        "-F",
+        "32",
+        "-s",
+        "1",
+        "-n",
+        disk_layout::ESP_LABEL,
+        "-i",
+        &volume_id,
+    ];
+    let window = format(t, sup, "EFI", "mkfs.fat", &fat_args).await?;
     for p in crate::upgrade::efi::load_fat_modules() {
         tracing::warn!("install: FAT module {p}");
     }
@@ -188,10 +180,7 @@ pub async fn run(
     drop(window);
 
     say("state", total);
-    let state = *extent(t, "STATE")?;
-    let window = crate::loopdev::Window::attach(&t.disk.dev, state.offset, state.size)
-        .map_err(|e| InstallError::Step(format!("STATE partition: {e}")))?;
-    mkfs(sup, "mke2fs", &ext4_args("STATE"), window.dev()).await?;
+    let window = format(t, sup, "STATE", "mke2fs", &ext4_args("STATE")).await?;
     {
         let dev = window.dev().to_path_buf();
         let mnt = PathBuf::from(MOUNT_BASE).join("state");
@@ -211,17 +200,30 @@ pub async fn run(
     drop(window);
 
     say("var", total);
-    let var = *extent(t, "VAR")?;
-    let window = crate::loopdev::Window::attach(&t.disk.dev, var.offset, var.size)
-        .map_err(|e| InstallError::Step(format!("VAR partition: {e}")))?;
-    mkfs(sup, "mke2fs", &ext4_args("VAR"), window.dev()).await?;
-    drop(window);
+    drop(format(t, sup, "VAR", "mke2fs", &ext4_args("VAR")).await?);
 
     say("partition-table", total);
     let dev = t.disk.dev.clone();
     let extents = t.extents.clone();
     blocking(move || write_table(&dev, &extents)).await?;
     Ok(())
+}
+
+/// Attaches partition `name`'s region to a loop device and makes a
+/// filesystem on it with `tool args`; the window stays attached (to be
+/// mounted) until dropped.
+async fn format(
+    t: &Target,
+    sup: &Supervisor,
+    name: &str,
+    tool: &str,
+    args: &[&str],
+) -> Result<crate::loopdev::Window, InstallError> {
+    let e = extent(t, name)?;
+    let window = crate::loopdev::Window::attach(&t.disk.dev, e.offset, e.size)
+        .map_err(|err| InstallError::Step(format!("{name} partition: {err}")))?;
+    mkfs(sup, tool, args, window.dev()).await?;
+    Ok(window)
 }
 
 /// mke2fs arguments for an ext4 filesystem labelled `label` (as the image
